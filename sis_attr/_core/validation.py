@@ -1,0 +1,242 @@
+"""Input validation shared by every public entry point.
+
+Messages follow one form: what the parameter of which function must be, and what came instead.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sis_attr.exceptions import SISDeviceError, SISTypeError, SISValueError, SISWarning
+
+TensorOrTuple = Tensor | tuple[Tensor, ...]
+
+
+def _param_error(param: str, caller: str, expected: str, got: object) -> SISValueError:
+    return SISValueError(f"The `{param}` parameter of {caller} must be {expected}. Got {got} instead.")
+
+
+def format_inputs(inputs: object, caller: str) -> tuple[tuple[Tensor, ...], bool]:
+    """Return ``inputs`` as a tuple of tensors and whether the user passed a tuple."""
+    if isinstance(inputs, Tensor):
+        tup: tuple[Tensor, ...] = (inputs,)
+        is_tuple = False
+    elif isinstance(inputs, (tuple, list)) and len(inputs) > 0 and all(isinstance(t, Tensor) for t in inputs):
+        tup = tuple(inputs)
+        is_tuple = True
+    else:
+        raise SISTypeError(
+            f"The `inputs` parameter of {caller} must be a tensor or a non-empty tuple of tensors. "
+            f"Got {type(inputs).__name__} instead."
+        )
+    batch = tup[0].shape[0] if tup[0].dim() > 0 else None
+    for i, t in enumerate(tup):
+        if t.dim() == 0:
+            raise _param_error("inputs", caller, "tensors with a leading batch dimension", f"a 0-d tensor at {i}")
+        if t.shape[0] != batch:
+            raise SISValueError(
+                f"The `inputs` parameter of {caller} must hold tensors with one batch size. "
+                f"Got batch sizes {[int(x.shape[0]) for x in tup]} instead."
+            )
+        if not t.is_floating_point():
+            raise _param_error("inputs", caller, "floating-point tensors", f"dtype {t.dtype} at position {i}")
+        if t.device != tup[0].device:
+            raise SISDeviceError(
+                f"All tensors in `inputs` of {caller} must be on one device. "
+                f"Got {[str(x.device) for x in tup]} instead."
+            )
+        if not torch.isfinite(t).all():
+            raise _param_error("inputs", caller, "finite (no NaN or inf)", f"non-finite values in input {i}")
+    if batch == 0:
+        raise _param_error("inputs", caller, "a non-empty batch", "a batch of 0 examples")
+    return tup, is_tuple
+
+
+def format_baselines(baselines: object, inputs: tuple[Tensor, ...], caller: str) -> tuple[Tensor, ...]:
+    """Broadcast ``baselines`` to one full-size tensor per input (batch included)."""
+    if baselines is None:
+        items: Sequence[object] = [0.0] * len(inputs)
+    elif isinstance(baselines, (int, float, Tensor)):
+        items = [baselines] * len(inputs)
+    elif isinstance(baselines, (tuple, list)):
+        if len(baselines) != len(inputs):
+            raise _param_error(
+                "baselines", caller, f"a tuple with one entry per input ({len(inputs)})", f"{len(baselines)} entries"
+            )
+        items = list(baselines)
+    else:
+        raise SISTypeError(
+            f"The `baselines` parameter of {caller} must be None, a number, a tensor or a tuple of those. "
+            f"Got {type(baselines).__name__} instead."
+        )
+    out = []
+    for i, (b, x) in enumerate(zip(items, inputs, strict=True)):
+        if isinstance(b, bool) or not isinstance(b, (int, float, Tensor)):
+            raise SISTypeError(
+                f"The `baselines` parameter of {caller} must hold numbers or tensors. "
+                f"Got {type(b).__name__} at position {i} instead."
+            )
+        bt = torch.as_tensor(b, dtype=x.dtype, device=x.device) if not isinstance(b, Tensor) else b
+        if isinstance(b, Tensor) and b.device != x.device:
+            raise SISDeviceError(
+                f"The `baselines` of {caller} must be on the inputs' device ({x.device}). Got {b.device} instead."
+            )
+        try:
+            full = torch.broadcast_to(bt.to(x.dtype), x.shape)
+        except RuntimeError:
+            # a per-example baseline without the batch dimension is the common mistake: try adding it
+            try:
+                full = torch.broadcast_to(bt.to(x.dtype).unsqueeze(0), x.shape)
+            except RuntimeError:
+                raise SISValueError(
+                    f"The `baselines` parameter of {caller} must be broadcastable to the input shape "
+                    f"{tuple(x.shape)} (input {i}). Got shape {tuple(bt.shape)} instead."
+                ) from None
+        if not torch.isfinite(full).all():
+            raise _param_error("baselines", caller, "finite (no NaN or inf)", f"non-finite values in baseline {i}")
+        out.append(full)
+    return tuple(out)
+
+
+def format_feature_mask(feature_mask: object, inputs: tuple[Tensor, ...], caller: str) -> tuple[Tensor, Tensor]:
+    """Return ``(feature_index, n_features)`` for flattened, concatenated inputs.
+
+    ``feature_index`` has shape ``(1 or B, P)`` (``P`` = positions of one example over all inputs) and holds
+    group ids; ``n_features`` has shape ``(B,)``. Without a mask every position is its own feature.
+    """
+    batch = inputs[0].shape[0]
+    device = inputs[0].device
+    sizes = [int(x[0].numel()) for x in inputs]
+    total = sum(sizes)
+    if feature_mask is None:
+        idx = torch.arange(total, device=device).unsqueeze(0)
+        return idx, torch.full((batch,), total, dtype=torch.long, device=device)
+    masks: Sequence[object]
+    if isinstance(feature_mask, Tensor):
+        masks = [feature_mask]
+    elif isinstance(feature_mask, (tuple, list)):
+        masks = list(feature_mask)
+    else:
+        raise SISTypeError(
+            f"The `feature_mask` parameter of {caller} must be None, an integer tensor or a tuple of them. "
+            f"Got {type(feature_mask).__name__} instead."
+        )
+    if len(masks) != len(inputs):
+        raise _param_error("feature_mask", caller, f"one mask per input ({len(inputs)})", f"{len(masks)} masks")
+    per_input = []
+    per_example = False
+    for i, (m, x) in enumerate(zip(masks, inputs, strict=True)):
+        if not isinstance(m, Tensor):
+            raise SISTypeError(
+                f"The `feature_mask` parameter of {caller} must hold tensors. Got {type(m).__name__} at {i} instead."
+            )
+        if m.is_floating_point() or m.is_complex() or m.dtype == torch.bool:
+            raise _param_error("feature_mask", caller, "an integer tensor of group ids", f"dtype {m.dtype}")
+        if m.device != device:
+            raise SISDeviceError(
+                f"The `feature_mask` of {caller} must be on the inputs' device ({device}). Got {m.device} instead."
+            )
+        mm = m
+        if mm.dim() == x.dim() - 1:  # no batch dimension given
+            mm = mm.unsqueeze(0)
+        if mm.dim() != x.dim() or mm.shape[0] not in (1, batch):
+            raise SISValueError(
+                f"The `feature_mask` parameter of {caller} must be broadcastable to the input shape "
+                f"{tuple(x.shape)} with a batch dimension of 1 or {batch} (input {i}). "
+                f"Got shape {tuple(m.shape)} instead."
+            )
+        try:
+            full = torch.broadcast_to(mm, (mm.shape[0], *x.shape[1:]))
+        except RuntimeError:
+            raise SISValueError(
+                f"The `feature_mask` parameter of {caller} must be broadcastable to the input shape "
+                f"{tuple(x.shape)} (input {i}). Got shape {tuple(m.shape)} instead."
+            ) from None
+        per_example = per_example or (mm.shape[0] == batch and batch > 1)
+        per_input.append(full)
+    rows = batch if per_example else 1
+    flat = torch.cat([p.expand(rows, *p.shape[1:]).reshape(rows, -1) for p in per_input], dim=1).long()
+    n_features = torch.empty(rows, dtype=torch.long, device=device)
+    for r in range(rows):
+        ids = torch.unique(flat[r])
+        if int(ids[0]) < 0:
+            raise _param_error("feature_mask", caller, "made of non-negative group ids", f"id {int(ids[0])}")
+        n = int(ids.numel())
+        if int(ids[-1]) != n - 1:
+            missing = sorted(set(range(int(ids[-1]) + 1)) - set(ids.tolist()))[:5]
+            raise SISValueError(
+                f"The `feature_mask` parameter of {caller} must use contiguous group ids 0..n-1"
+                f"{' (example ' + str(r) + ')' if rows > 1 else ''}. Got ids up to {int(ids[-1])} "
+                f"with {missing} missing instead."
+            )
+        n_features[r] = n
+    if rows == 1:
+        n_features = n_features.expand(batch).clone()
+    return flat, n_features
+
+
+def format_threshold(threshold: object, caller: str, *, probability: bool) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        if isinstance(threshold, Tensor) and threshold.numel() == 1:
+            threshold = float(threshold)
+        else:
+            raise SISTypeError(
+                f"The `threshold` parameter of {caller} must be a number. Got {type(threshold).__name__} instead."
+            )
+    t = float(threshold)
+    if probability and not (0.0 < t <= 1.0):
+        raise _param_error("threshold", caller, "in (0, 1]", t)
+    if not math.isfinite(t):
+        raise _param_error("threshold", caller, "finite", t)
+    return t
+
+
+def format_positive_int(value: object, param: str, caller: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _param_error(param, caller, "a positive integer", repr(value))
+    return int(value)
+
+
+def format_additional_args(additional_forward_args: object) -> tuple[Any, ...]:
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    return (additional_forward_args,)
+
+
+def _is_stochastic_in_training(module: nn.Module) -> bool:
+    """Modules whose output depends on train/eval mode (dropout, batch norm, input dropout...)."""
+    mode_dependent = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+    return isinstance(module, mode_dependent) or "dropout" in type(module).__name__.lower()
+
+
+def check_model(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], caller: str) -> None:
+    """Check the model's device against the inputs' and warn about training mode. Never changes the model."""
+    if not callable(forward_func):
+        raise SISTypeError(
+            f"The `forward_func` parameter of {caller} must be callable (a model or function). "
+            f"Got {type(forward_func).__name__} instead."
+        )
+    if isinstance(forward_func, nn.Module):
+        param = next(iter(forward_func.parameters()), None)
+        if param is not None and param.device != inputs[0].device:
+            raise SISDeviceError(
+                f"The model passed to {caller} is on {param.device} but the inputs are on {inputs[0].device}. "
+                "Move the inputs (and baselines, masks) to the model's device."
+            )
+        if any(m.training and _is_stochastic_in_training(m) for m in forward_func.modules()):
+            warnings.warn(
+                f"The model passed to {caller} is in training mode: dropout or batch-norm statistics make its "
+                "scores random and SIS meaningless. Call model.eval() first (sis_attr never changes your model).",
+                SISWarning,
+                stacklevel=3,
+            )

@@ -1,0 +1,40 @@
+"""Exceptions and warnings raised by :mod:`sis_attr`.
+
+Every error subclasses :class:`SISError` *and* the matching built-in exception, so ``except ValueError``
+keeps working for code that does not know about this package.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SISDeviceError",
+    "SISError",
+    "SISTypeError",
+    "SISValueError",
+    "SISWarning",
+    "UninformativeBaselineWarning",
+]
+
+
+class SISError(Exception):
+    """Root of every error raised by :mod:`sis_attr`."""
+
+
+class SISValueError(SISError, ValueError):
+    """An argument has the right type but an invalid value or shape."""
+
+
+class SISTypeError(SISError, TypeError):
+    """An argument has the wrong type."""
+
+
+class SISDeviceError(SISError, RuntimeError):
+    """Tensors (inputs, baselines, masks, model parameters) live on different devices."""
+
+
+class SISWarning(UserWarning):
+    """Root of every warning issued by :mod:`sis_attr`."""
+
+
+class UninformativeBaselineWarning(SISWarning):
+    """The model is already confident with every feature removed: the baseline is not uninformative."""
