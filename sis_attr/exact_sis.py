@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 from sis_attr._compat import PerturbationAttribution, wrap_attribute
 from sis_attr._core.backselect import exact_backselect
 from sis_attr._core.problem import ScoreFunc, SISProblem
-from sis_attr._core.results import SISResult
-from sis_attr._core.sis import compute_sis
+from sis_attr._core.results import SISResult, rank_maps
+from sis_attr._core.sis import compute_sis, make_records
 from sis_attr._core.validation import format_positive_int, format_threshold
 from sis_attr.exceptions import SISValueError
 
@@ -42,18 +43,11 @@ def _batch_of(inputs: object) -> int:
     return int(t.shape[0]) if isinstance(t, Tensor) and t.dim() > 0 else 1
 
 
-def _attributions(result: SISResult, output: str, inputs: tuple[Tensor, ...], caller: str) -> Any:
-    if output == "rank":
-        maps = result.rank_map()
-    elif output == "keep_mask":
-        maps = result.keep_mask()
-    else:
-        raise SISValueError(
-            f"The `output` parameter of {caller} must be 'rank' or 'keep_mask'. Got {output!r} instead."
-        )
+def _cast_like(maps: Tensor | tuple[Tensor, ...], inputs: tuple[Tensor, ...], is_tuple: bool) -> Any:
+    """Attributions in the inputs' dtype and structure (tensor in, tensor out; tuple in, tuple out)."""
     parts = maps if isinstance(maps, tuple) else (maps,)
     cast = tuple(p.to(x.dtype) for p, x in zip(parts, inputs, strict=True))
-    return cast if result.layout.is_tuple else cast[0]
+    return cast if is_tuple else cast[0]
 
 
 class SufficientInputSubsets(PerturbationAttribution):
@@ -164,19 +158,25 @@ class SufficientInputSubsets(PerturbationAttribution):
         Tensor or tuple of Tensor
             Shaped and typed like ``inputs``.
         """
-        result = self.explain(
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
-            threshold=threshold,
-            batch_size=batch_size,
-            perturbations_per_eval=perturbations_per_eval,
-            show_progress=show_progress,
-            _caller="SufficientInputSubsets.attribute",
+        caller = "SufficientInputSubsets.attribute"
+        if output not in ("rank", "keep_mask"):
+            raise SISValueError(
+                f"The `output` parameter of {caller} must be 'rank' or 'keep_mask'. Got {output!r} instead."
+            )
+        problem = self._problem(
+            inputs, baselines, target, additional_forward_args, feature_mask, batch_size, perturbations_per_eval, caller
         )
-        return _attributions(result, output, result.layout.unflatten(result.layout.flat_x[:1]), "attribute")
+        format_threshold(threshold, caller, probability=problem.scorer.log_space)
+        if output == "rank":  # the rank map does not depend on the threshold: no FindSIS needed
+            examples = list(range(problem.batch))
+            idx = torch.arange(problem.batch, device=problem.device)
+            orders, values = exact_backselect(
+                problem, idx, problem.layout.initial_keep(), show_progress=show_progress, desc="SIS BackSelect"
+            )
+            maps = rank_maps(problem.layout, make_records(problem, examples, orders, values))
+        else:
+            maps = self._run(problem, threshold, False, None, show_progress, caller).keep_mask()
+        return _cast_like(maps, problem.inputs, problem.is_tuple)
 
     def explain(
         self,
@@ -192,7 +192,6 @@ class SufficientInputSubsets(PerturbationAttribution):
         batch_size: int | None = None,
         perturbations_per_eval: int | None = None,
         show_progress: bool = False,
-        _caller: str = "SufficientInputSubsets.explain",
     ) -> SISResult:
         """Rich SIS results: per example the SIS, keep-mask, full record, target and confidence.
 
@@ -211,9 +210,25 @@ class SufficientInputSubsets(PerturbationAttribution):
         >>> result[0].sis_at(0.95).tolist()  # from the stored record, no model call
         [0]
         """
-        caller = _caller
+        caller = "SufficientInputSubsets.explain"
+        problem = self._problem(
+            inputs, baselines, target, additional_forward_args, feature_mask, batch_size, perturbations_per_eval, caller
+        )
+        return self._run(problem, threshold, collection, max_sis, show_progress, caller)
+
+    def _problem(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: object,
+        target: object,
+        additional_forward_args: object,
+        feature_mask: object,
+        batch_size: int | None,
+        perturbations_per_eval: int | None,
+        caller: str,
+    ) -> SISProblem:
         bs = _resolve_batch_size(batch_size, perturbations_per_eval, _batch_of(inputs), caller)
-        problem = SISProblem(
+        return SISProblem(
             self.forward_func,
             inputs,
             baselines,
@@ -224,6 +239,16 @@ class SufficientInputSubsets(PerturbationAttribution):
             caller=caller,
             batch_size=bs,
         )
+
+    def _run(
+        self,
+        problem: SISProblem,
+        threshold: float,
+        collection: bool,
+        max_sis: int | None,
+        show_progress: bool,
+        caller: str,
+    ) -> SISResult:
         t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
         max_n = format_positive_int(max_sis, "max_sis", caller, allow_none=True)
         return compute_sis(

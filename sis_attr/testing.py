@@ -80,8 +80,9 @@ class TinyConvNet(nn.Module):
         self.fc = nn.Linear(width, classes)
         if gen is not None:
             with torch.no_grad():
-                for p in self.parameters():
-                    p.copy_(torch.randn(p.shape, generator=gen) * (1.5 / max(1, p[0].numel()) ** 0.5))
+                for name, p in self.named_parameters():
+                    scale = 0.0 if name.endswith("bias") else 2.0 / max(1, p[0].numel()) ** 0.5
+                    p.copy_(torch.randn(p.shape, generator=gen) * scale)
         self.eval()
 
     def forward(self, x: Tensor) -> Tensor:

@@ -238,7 +238,9 @@ class SISExplanation:
 
     def rank_map(self) -> Tensor | tuple[Tensor, ...]:
         """Backward-selection ranks spread over the input positions (see :meth:`BackSelectRecord.rank`)."""
-        return self._structure(self.layout.example_values(self.example, self.record.rank()))
+        ranks = torch.zeros(self.layout.max_features, dtype=torch.float64)
+        ranks[: self.record.n_features] = self.record.rank()
+        return self._structure(self.layout.example_values(self.example, ranks))
 
 
 @dataclass(frozen=True)
@@ -277,4 +279,14 @@ class SISResult:
 
     def rank_map(self) -> Tensor | tuple[Tensor, ...]:
         """Backward-selection rank maps shaped like the inputs."""
-        return self._stack([e.rank_map() for e in self.explanations])
+        return rank_maps(self.layout, self.records)
+
+
+def rank_maps(layout: Layout, records: list[BackSelectRecord]) -> Tensor | tuple[Tensor, ...]:
+    """Rank maps of a batch of records, shaped like the inputs (see :meth:`BackSelectRecord.rank`)."""
+    ranks = torch.zeros(len(records), layout.max_features, dtype=torch.float64, device=layout.device)
+    for i, r in enumerate(records):
+        ranks[i, : r.n_features] = r.rank().to(layout.device)
+    rows = torch.arange(len(records), device=layout.device)
+    parts = layout.unflatten(torch.gather(ranks, 1, layout.rows_feature_index(rows)))
+    return parts if layout.is_tuple else parts[0]

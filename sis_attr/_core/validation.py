@@ -143,8 +143,8 @@ def format_feature_mask(feature_mask: object, inputs: tuple[Tensor, ...], caller
                 f"The `feature_mask` of {caller} must be on the inputs' device ({device}). Got {m.device} instead."
             )
         mm = m
-        if mm.dim() == x.dim() - 1:  # no batch dimension given
-            mm = mm.unsqueeze(0)
+        if mm.dim() < x.dim():  # broadcasting semantics: missing leading dimensions have size 1
+            mm = mm.reshape((1,) * (x.dim() - mm.dim()) + tuple(mm.shape))
         if mm.dim() != x.dim() or mm.shape[0] not in (1, batch):
             raise SISValueError(
                 f"The `feature_mask` parameter of {caller} must be broadcastable to the input shape "

@@ -1,0 +1,151 @@
+"""Exact BackSelect against the independent oracle, and its invariance to batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sis_attr import backselect, sufficient_input_subsets
+from sis_attr._core.backselect import exact_backselect
+from sis_attr._core.problem import SISProblem
+from tests import _oracle
+
+
+def _net(seed: int, channels: int = 2, classes: int = 3) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 4, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(classes),
+    ).double()
+    net(torch.zeros(1, channels, 4, 4, dtype=torch.float64))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    return net.eval()
+
+
+GROUPINGS = {
+    "elements": None,
+    "pixels": torch.arange(16).reshape(1, 1, 4, 4).expand(1, 2, 4, 4),
+    "rows": torch.arange(4).reshape(1, 1, 4, 1).expand(1, 2, 4, 4),
+    "quadrants": torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]).expand(1, 2, 4, 4),
+}
+
+
+@pytest.mark.parametrize("grouping", list(GROUPINGS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_oracle_on_random_conv_nets(grouping: str, seed: int) -> None:
+    net = _net(seed)
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(seed + 10), dtype=torch.float64)
+    fm = GROUPINGS[grouping]
+    records = backselect(net, x, feature_mask=fm, batch_size=7)
+    groups = torch.arange(32).reshape(2, 4, 4) if fm is None else fm[0]
+    n = int(groups.max()) + 1
+    for i in range(2):
+        target = int(net(x[i : i + 1]).argmax())
+        score = _oracle.make_score(net, x[i], groups, 0.0, target)
+        order, values = _oracle.backselect(score, set(range(n)))
+        assert records[i].order.tolist() == order
+        torch.testing.assert_close(records[i].values, torch.tensor(values, dtype=torch.float64), rtol=0, atol=1e-12)
+        for t in (0.3, 0.6, 0.9):
+            expected = _oracle.find_sis(order, values, float(torch.log(torch.tensor(t, dtype=torch.float64))))
+            got = records[i].find_sis(t, warn=False)
+            assert (got is None and expected is None) or got.tolist() == expected
+
+
+def test_collection_matches_oracle() -> None:
+    net = _net(1)
+    x = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    fm = GROUPINGS["pixels"]
+    with torch.no_grad():
+        target = int(net(x).argmax())
+        p_full = float(torch.softmax(net(x), 1)[0, target])
+        p_empty = float(torch.softmax(net(torch.zeros_like(x)), 1)[0, target])
+    assert p_empty < p_full  # the fixture must leave room for a non-trivial SIS
+    threshold = p_empty + 0.3 * (p_full - p_empty)
+    result = sufficient_input_subsets(net, x, feature_mask=fm, threshold=threshold, collection=True)
+    score = _oracle.make_score(net, x[0], fm[0], 0.0, target)
+    expected = _oracle.sis_collection(
+        score, set(range(16)), float(torch.log(torch.tensor(threshold, dtype=torch.float64)))
+    )
+    assert [s.tolist() for s in result[0].collection] == expected
+    assert len(expected) >= 2  # a real collection, not a single SIS
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16, 100, 10_000])
+def test_result_is_independent_of_batch_size(batch_size: int) -> None:
+    net = _net(7)
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fm = GROUPINGS["pixels"]
+    reference = backselect(net, x, feature_mask=fm, batch_size=5)
+    got = backselect(net, x, feature_mask=fm, batch_size=batch_size)
+    for r, g in zip(reference, got, strict=True):
+        assert torch.equal(r.order, g.order)
+        torch.testing.assert_close(r.values, g.values, rtol=0, atol=1e-12)
+
+
+def test_chunking_the_batch_of_examples_does_not_matter() -> None:
+    net = _net(8)
+    x = torch.randn(4, 2, 4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    fm = GROUPINGS["quadrants"]
+    together = backselect(net, x, feature_mask=fm, batch_size=6)
+    apart = [backselect(net, x[i : i + 1], feature_mask=fm, batch_size=6)[0] for i in range(4)]
+    for a, b in zip(together, apart, strict=True):
+        assert torch.equal(a.order, b.order)
+        torch.testing.assert_close(a.values, b.values, rtol=0, atol=1e-12)
+
+
+def test_partially_masked_start_only_removes_present_features() -> None:
+    net = _net(9)
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    fm = GROUPINGS["pixels"]
+    problem = SISProblem(net, x, feature_mask=fm, caller="test", batch_size=9)
+    keep = problem.layout.initial_keep()
+    keep[0, [1, 5, 6]] = False
+    keep[1, 8:] = False
+    orders, values = exact_backselect(problem, torch.arange(2), keep)
+    assert sorted(orders[0].tolist()) == sorted(set(range(16)) - {1, 5, 6})
+    assert sorted(orders[1].tolist()) == list(range(8))
+    for i, present in enumerate([set(range(16)) - {1, 5, 6}, set(range(8))]):
+        score = _oracle.make_score(net, x[i], fm[0], 0.0, int(problem.target[i]))
+        order, vals = _oracle.backselect(score, present)
+        assert orders[i].tolist() == order
+        torch.testing.assert_close(values[i], torch.tensor(vals, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    threshold=st.floats(0.05, 0.95),
+    batch_size=st.integers(1, 40),
+    grouping=st.sampled_from(["pixels", "rows", "quadrants"]),
+)
+def test_every_sis_is_sufficient_and_the_collection_is_disjoint(
+    seed: int, threshold: float, batch_size: int, grouping: str
+) -> None:
+    net = _net(seed % 5)
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    fm = GROUPINGS[grouping]
+    result = sufficient_input_subsets(
+        net, x, feature_mask=fm, threshold=threshold, collection=True, batch_size=batch_size
+    )
+    reference = sufficient_input_subsets(net, x, feature_mask=fm, threshold=threshold, collection=True, batch_size=64)
+    for e, ref in zip(result, reference, strict=True):
+        assert [s.tolist() for s in e.collection] == [s.tolist() for s in ref.collection]
+        seen: set[int] = set()
+        for sis in e.collection:
+            assert seen.isdisjoint(sis.tolist())
+            seen |= set(sis.tolist())
+            masked = e.masked_input(sis)
+            assert isinstance(masked, torch.Tensor)
+            with torch.no_grad():
+                p = torch.softmax(net(masked.unsqueeze(0)), dim=1)[0, e.target]
+            assert float(p) >= threshold
+        if e.confidence < threshold:
+            assert e.sis is None and e.collection == ()
