@@ -10,6 +10,7 @@ feature order and a tie never replaces an earlier best).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,8 +35,22 @@ def exact_backselect(
     n_ex = int(examples.shape[0])
     d = problem.max_features
     bs = problem.batch_size
-    keep = keep_start.clone().to(device)
+    keep = keep_start.to(device)
     examples = examples.to(device)
+
+    layout = problem.layout
+    # the current masked input of each example, updated as features are removed; a candidate row is a copy
+    # with one more feature's positions set to the baseline (cheaper than composing rows from keep-masks)
+    current = torch.where(layout.positions_keep(examples, keep), layout.flat_x[examples], layout.flat_b[examples])
+    table = layout.feature_positions()
+    shared = table.shape[0] == 1
+    n_pos = layout.flat_b.shape[1]
+
+    def positions(ex_local: Tensor, feats: Tensor) -> Tensor:
+        return table[0][feats] if shared else table[examples[ex_local], feats]
+
+    def baseline_at(ex_local: Tensor, pos: Tensor) -> Tensor:
+        return torch.take(layout.flat_b, examples[ex_local].unsqueeze(1) * n_pos + pos)
 
     remaining = [int(c) for c in keep.sum(dim=1).tolist()]
     cand: list[Tensor] = [torch.nonzero(keep[i]).flatten() for i in range(n_ex)]
@@ -51,7 +66,7 @@ def exact_backselect(
     local_all = torch.arange(n_ex, device=device)
     for i in range(0, n_ex, bs):
         sl = local_all[i : i + bs]
-        values[sl, 0] = problem.evaluate(examples[sl], keep[sl])
+        values[sl, 0] = problem.evaluate_flat(examples[sl], current[sl])
 
     total = sum(r * (r + 1) // 2 for r in remaining)
     active = [i for i in range(n_ex) if remaining[i] > 0]
@@ -69,13 +84,14 @@ def exact_backselect(
                 if filled == bs:
                     break
             seg_local = torch.tensor([s[0] for s in segs], device=device)
-            lengths = torch.tensor([s[2] - s[1] for s in segs], device=device)
+            seg_np = np.repeat(np.arange(len(segs)), [b - a for _, a, b in segs])
+            seg_id = torch.from_numpy(seg_np).to(device)
             feats = torch.cat([cand[i][a:b] for i, a, b in segs])
-            seg_id = torch.repeat_interleave(torch.arange(len(segs), device=device), lengths)
             row_local = seg_local[seg_id]
-            rows_keep = keep[row_local].clone()
-            rows_keep[torch.arange(filled, device=device), feats] = False
-            vals = problem.evaluate(examples[row_local], rows_keep)
+            rows = current[row_local]
+            idx = positions(row_local, feats)
+            rows.scatter_(1, idx, baseline_at(row_local, idx))
+            vals = problem.evaluate_flat(examples[row_local], rows)
 
             # ---- per segment: max score, lowest feature id among ties; merge with the running best
             seg_max = torch.full((len(segs),), float("-inf"), dtype=vals.dtype, device=device)
@@ -98,7 +114,8 @@ def exact_backselect(
                 fin = torch.tensor(finished, device=device)
                 steps = torch.tensor([step[i] for i in finished], device=device)
                 chosen = best_feat[fin]
-                keep[fin, chosen] = False
+                idx = positions(fin, chosen)
+                current[fin] = current[fin].scatter(1, idx, baseline_at(fin, idx))
                 orders[fin, steps] = chosen
                 values[fin, steps + 1] = best_val[fin]
                 best_val[fin] = float("-inf")

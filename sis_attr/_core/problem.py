@@ -155,6 +155,12 @@ class SISProblem:
         return self.scorer(out, self.target[rows])
 
     @torch.no_grad()
+    def evaluate_flat(self, rows: Tensor, flat: Tensor) -> Tensor:
+        """Scores of already composed, flattened ``(n, P)`` inputs for example ids ``rows``."""
+        out = self.forward(rows, self.layout.unflatten(flat))
+        return self.scorer(out, self.target[rows])
+
+    @torch.no_grad()
     def evaluate_chunked(self, rows: Tensor, keep: Tensor) -> Tensor:
         res = [
             self.evaluate(rows[i : i + self.batch_size], keep[i : i + self.batch_size])

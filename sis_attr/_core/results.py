@@ -43,6 +43,31 @@ class Layout:
         self.is_tuple = is_tuple
         self.device = flat_x.device
 
+    def feature_positions(self) -> Tensor:
+        """``(1 or B, D, g)`` int64 table: the positions of each feature, padded by repeating its first position.
+
+        ``g`` is the largest group size. Writing a value at every listed position of a feature therefore
+        writes exactly the feature's positions (padding repeats a position already written).
+        """
+        cached = getattr(self, "_feature_positions", None)
+        if cached is not None:
+            return cached
+        rows = []
+        counts_all = [torch.bincount(fi, minlength=self.max_features) for fi in self.feature_index]
+        g = max(1, max(int(c.max()) for c in counts_all))
+        for fi, counts in zip(self.feature_index, counts_all, strict=True):
+            order = torch.argsort(fi, stable=True)
+            sorted_ids = fi[order]
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(fi.numel(), device=fi.device) - starts[sorted_ids]
+            table = torch.full((self.max_features, g), -1, dtype=torch.long, device=fi.device)
+            table[sorted_ids, rank] = order
+            first = table[:, :1].expand_as(table)
+            table = torch.where(table < 0, first, table)
+            rows.append(table)
+        self._feature_positions = torch.stack(rows)
+        return self._feature_positions
+
     def rows_feature_index(self, rows: Tensor) -> Tensor:
         if self.feature_index.shape[0] == 1:
             return self.feature_index.expand(rows.shape[0], -1)
@@ -112,6 +137,9 @@ class BackSelectRecord:
     values : Tensor
         ``(n + 1,)`` float64 scores in the comparison space: ``values[i]`` is the score after ``i`` removals
         (``values[0]``: the starting input). For the default softmax score this is the log-probability.
+        Records of gradient backward selection (which removes blocks of features per step) hold the score
+        where it was measured and NaN elsewhere; ``values[0]`` and ``values[n]`` are always measured, and
+        FindSIS ignores NaN (``NaN >= t`` is False), so it returns the last *measured* crossing.
     log_space : bool
         Whether ``values`` are log-probabilities (then :attr:`scores` are probabilities).
     n_features : int
@@ -128,6 +156,11 @@ class BackSelectRecord:
     def scores(self) -> Tensor:
         """Scores after ``0..n`` removals in the user's space (probabilities for the default score)."""
         return self.values.exp() if self.log_space else self.values
+
+    @property
+    def measured(self) -> Tensor:
+        """``(n + 1,)`` bool: where :attr:`values` holds a measured score (all True for exact BackSelect)."""
+        return ~torch.isnan(self.values)
 
     def _to_space(self, threshold: float) -> float:
         if self.log_space:
