@@ -149,3 +149,16 @@ def test_every_sis_is_sufficient_and_the_collection_is_disjoint(
             assert float(p) >= threshold
         if e.confidence < threshold:
             assert e.sis is None and e.collection == ()
+
+
+def test_per_example_feature_masks_with_different_group_counts() -> None:
+    net = _net(4)
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    masks = torch.stack([GROUPINGS["quadrants"][0], GROUPINGS["rows"][0]]).clone()
+    masks[1] = masks[1] % 3  # example 1: three groups of rows
+    together = backselect(net, x, feature_mask=masks, batch_size=5)
+    assert [r.n_features for r in together] == [4, 3]
+    for i in range(2):
+        alone = backselect(net, x[i : i + 1], feature_mask=masks[i : i + 1], batch_size=5)[0]
+        assert torch.equal(together[i].order, alone.order)
+        torch.testing.assert_close(together[i].values, alone.values, rtol=0, atol=1e-12)

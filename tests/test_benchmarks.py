@@ -1,0 +1,30 @@
+"""The benchmark scripts run (tiny sizes) and agree with their reference implementations."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_exact_benchmark_smoke(tmp_path: Path) -> None:
+    bench = _load("bench_exact_sis")
+    out = tmp_path / "exact.json"
+    report = bench.main(["--smoke", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(report))
+    (case,) = saved["cases"]
+    assert case["naive_order_equals_ours"] is True  # the batched scheduler equals one-image-at-a-time selection
+    assert case["model_evaluations"] == 3 * (36 * 37 // 2 + 1)
+    assert case["ratio_ours_to_floor"] > 0 and case["speedup_over_naive"] > 0
