@@ -16,7 +16,7 @@ import pickle
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -308,12 +308,12 @@ class _Py2StringPickler(pickle._Pickler):
     def _save_py2_str(self, obj: bytes) -> None:
         n = len(obj)
         if n < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)  # type: ignore[attr-defined]
         else:
-            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
-        self.memoize(obj)
+            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)  # type: ignore[attr-defined]
+        self.memoize(obj)  # type: ignore[attr-defined]
 
-    dispatch[bytes] = _save_py2_str
+    dispatch[bytes] = _save_py2_str  # type: ignore[assignment]
 
 
 def _write_pickle(path: Path, obj: object) -> None:
@@ -347,6 +347,8 @@ def _read_cifar_batch(path: Path, caller: str) -> tuple[np.ndarray, np.ndarray]:
         )
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[b"labels"])
+    if labels.size == 0:  # an empty list reads as float64
+        labels = labels.astype(np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise SISValueError(
             f"{caller} expected b'data' in {path} to be a uint8 array of shape (N, 3072). "
@@ -596,8 +598,9 @@ def write_cifar10_batches(
 
 def _array_to_images(array: np.ndarray, layout: Literal["auto", "NHWC", "NCHW"], caller: str, source: str) -> Tensor:
     """Convert an image array to float32 NCHW in [0, 1] following the rules of :func:`load_npz_images`."""
-    if array.ndim == 3:
-        array = array[:, None, :, :] if layout != "NHWC" else array[..., None]
+    if array.ndim == 3:  # (N, H, W): add a channel axis where the resolved layout has it
+        channels_last = layout == "NHWC" or (layout == "auto" and array.dtype == np.uint8)
+        array = array[..., None] if channels_last else array[:, None, :, :]
     if array.ndim != 4:
         raise SISValueError(
             f"{caller} expected the images in {source} to have shape (N, H, W, C), (N, C, H, W) or (N, H, W). "
@@ -636,7 +639,7 @@ def _labels_from_array(array: np.ndarray, n: int, caller: str, source: str) -> T
 
 
 def load_npz_images(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     images_key: str = "X",
     labels_key: str = "y",
     *,
@@ -658,7 +661,7 @@ def load_npz_images(
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, os.PathLike or binary file object
         The ``.npz`` file.
     images_key, labels_key : str, default "X", "y"
         Names of the image and label arrays in the archive.
