@@ -7,6 +7,7 @@ overinterpretation (Carter et al., "Overinterpretation reveals image classificat
 from __future__ import annotations
 
 from sis_attr._core.results import BackSelectRecord, SISExplanation, SISResult
+from sis_attr.exact_sis import SufficientInputSubsets
 from sis_attr.exceptions import (
     SISDeviceError,
     SISError,
@@ -16,7 +17,6 @@ from sis_attr.exceptions import (
     UninformativeBaselineWarning,
 )
 from sis_attr.functional import backselect, find_sis, sis_collection, sufficient_input_subsets
-from sis_attr.exact_sis import SufficientInputSubsets
 
 __version__ = "0.1.0.dev0"
 

@@ -14,14 +14,26 @@ where a figure makes sense, ``plot(ax=None)``:
 * :func:`transfer_matrix` (:mod:`.transfer`): one model's subsets evaluated by another.
 * :func:`location_heatmap` (:mod:`.heatmap`): where the kept pixels are (Figures 2 and 4).
 * :func:`with_input_dropout`, :class:`MeanLogitEnsemble`, :class:`InputDropout` (:mod:`.mitigation`).
+
+:func:`audit` runs the single-model analyses in one call and returns an :class:`AuditReport` (plain-text
+summary, JSON, PNG figures and an HTML page); :func:`save_comparison` puts several models side by side.
 """
 
 from __future__ import annotations
 
 from sis_attr.overinterpretation.accuracy import SubsetAccuracy, subset_accuracy
+from sis_attr.overinterpretation.audit import audit, block_feature_mask
 from sis_attr.overinterpretation.confidence import ConfidenceDrop, confidence_drop
 from sis_attr.overinterpretation.heatmap import LocationHeatmap, location_heatmap
 from sis_attr.overinterpretation.mitigation import InputDropout, MeanLogitEnsemble, with_input_dropout
+from sis_attr.overinterpretation.report import (
+    AuditReport,
+    ReportWriteError,
+    SISExamples,
+    check_output_directory,
+    compare_summary,
+    save_comparison,
+)
 from sis_attr.overinterpretation.retraining import RetrainingResult, retraining_gap
 from sis_attr.overinterpretation.selection import SelectionResult, backward_selection, pixel_feature_mask
 from sis_attr.overinterpretation.sis_size import (
@@ -37,33 +49,37 @@ from sis_attr.overinterpretation.transfer import TransferResult, transfer_matrix
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "AuditReport",
     "ConfidenceDrop",
     "InputDropout",
     "LocationHeatmap",
     "MeanLogitEnsemble",
     "MeanSISSizeCurve",
     "PixelSubsetDataset",
+    "ReportWriteError",
     "RetrainingResult",
+    "SISExamples",
     "SISSizeStatistics",
     "SelectionResult",
     "SubsetAccuracy",
     "ThresholdSISStatistics",
     "TransferResult",
+    "audit",
     "backselect_subsets",
     "backward_selection",
+    "block_feature_mask",
+    "check_output_directory",
+    "compare_summary",
     "confidence_drop",
     "location_heatmap",
     "mean_sis_size_curve",
     "pixel_feature_mask",
     "random_subsets",
     "retraining_gap",
+    "save_comparison",
     "sis_size_statistics",
     "subset_accuracy",
     "subset_size",
     "transfer_matrix",
     "with_input_dropout",
 ]
-
-# TODO(maintainer): once sis_attr/overinterpretation/audit.py lands, add the two lines below (unguarded) and
-# "AuditReport", "audit" to __all__:
-# from sis_attr.overinterpretation.audit import AuditReport, audit

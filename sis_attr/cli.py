@@ -1,0 +1,613 @@
+"""The ``sis-attr`` command line: the shortcut demo and the overinterpretation audit of your own model.
+
+Usage::
+
+    sis-attr demo [--out DIR] [--fast]
+    sis-attr audit --model MODULE:CALLABLE [--weights PATH] --data PATH [options]
+
+``sis-attr demo`` needs no download: it trains two small CNNs on scikit-learn's 8x8 digits (one of them on a
+copy with a planted shortcut), audits both and writes a report comparing them (see
+:mod:`sis_attr.overinterpretation.demo`).
+
+``sis-attr audit`` audits a model of yours on your data and writes the report of
+:func:`sis_attr.overinterpretation.audit`:
+
+* ``--model MODULE:CALLABLE``: ``MODULE`` is a dotted module importable from ``sys.path`` (the current
+  directory is searched first, as with ``python -m``) or the path of a ``.py`` file; ``CALLABLE`` (which may be
+  dotted, e.g. ``Factory.build``) is called without arguments and must return a ``torch.nn.Module``. The
+  module's code runs: only name modules you trust.
+* ``--weights PATH``: a state dict saved with ``torch.save``, read with ``torch.load(..., weights_only=True)``
+  (no code runs). A checkpoint dict with a ``"state_dict"`` (or ``"model_state_dict"``) entry works too, and a
+  ``module.`` prefix (from ``DataParallel``) is removed. The state dict must fit the model exactly. Files that
+  need arbitrary unpickling (a whole pickled model, custom classes) are refused unless you pass
+  ``--unsafe-load-pickle``, which runs whatever code the file holds: use it only for files you trust.
+* ``--data PATH``: the official CIFAR-10 python-batch directory (``cifar-10-batches-py``, with ``--split``), a
+  class-per-subfolder image folder (``root/<class>/<image>``) or an ``.npz`` archive of images and labels
+  (``--images-key``, ``--labels-key``). Images are read as floats in ``[0, 1]``.
+* Normalisation: ``--mean``/``--std`` (one value per channel) wrap the model in
+  :class:`~sis_attr.models.NormalizedModel`, so the model still receives ``(x - mean) / std`` while masking
+  happens on the ``[0, 1]`` images. ``--mask-space`` chooses what a removed pixel becomes: ``normalized``
+  (default with ``--mean``/``--std``; the paper's choice) sets it to ``--baseline`` *after* normalisation, so the
+  default baseline 0 is the mean colour; ``pixel`` sets it to ``--baseline`` in ``[0, 1]`` image space, so 0 is
+  black. Without ``--mean``/``--std`` the model receives the ``[0, 1]`` images and removed pixels become
+  ``--baseline``.
+
+Bad input (a model that does not import, weights or data that do not fit the model, an empty data set, labels
+outside the model's classes, an output directory that cannot be written...) ends with exit status 2 and a
+one-line message; the report directory is written through a staging directory, so nothing half-written looks
+complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import os
+import pickle
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sis_attr.exceptions import SISError
+
+__all__ = ["CLIError", "load_data", "load_model", "load_weights", "main"]
+
+_EXIT_USAGE = 2
+
+
+class CLIError(SISError, ValueError):
+    """A command-line input is unusable (reported as a one-line message with exit status 2)."""
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ------------------------------------------------------------------------------------------------ model
+@contextlib.contextmanager
+def _path_first(entry: str) -> Iterator[None]:
+    """Temporarily put ``entry`` first on ``sys.path``."""
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
+
+
+def _import_module(module_part: str) -> Any:
+    looks_like_file = module_part.endswith(".py") or "/" in module_part or os.sep in module_part
+    if looks_like_file:
+        path = Path(module_part).expanduser()
+        if not path.is_file():
+            raise CLIError(f"--model: the file {module_part!r} does not exist.")
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        name = f"_sis_attr_model_{path.stem}_{digest}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise CLIError(f"--model: cannot import {module_part!r} as a Python file.")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            with _path_first(str(path.resolve().parent)):  # the file may import its siblings
+                spec.loader.exec_module(module)
+        except BaseException as err:
+            sys.modules.pop(name, None)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            raise CLIError(
+                f"--model: importing {module_part!r} failed with {type(err).__name__}: {_first_line(err)}"
+            ) from err
+        return module
+    try:
+        with _path_first(os.getcwd()):
+            return importlib.import_module(module_part)
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise CLIError(
+            f"--model: cannot import the module {module_part!r} ({type(err).__name__}: {_first_line(err)}). "
+            "Give a module importable from the current directory or sys.path, or the path of a .py file."
+        ) from err
+
+
+def load_model(spec: str) -> nn.Module:
+    """Build the model named by ``MODULE:CALLABLE`` (see the module docstring).
+
+    Raises
+    ------
+    CLIError
+        If the module cannot be imported, the callable is missing or fails, or it does not return an
+        ``nn.Module``.
+    """
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise CLIError(
+            f"--model must be MODULE:CALLABLE (e.g. mypackage.models:build or path/to/models.py:build). Got {spec!r}."
+        )
+    module = _import_module(module_part)
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CLIError(f"--model: {module_part!r} has no attribute {attr!r}.") from None
+    if not callable(obj):
+        raise CLIError(f"--model: {attr!r} in {module_part!r} is not callable (got {type(obj).__name__}).")
+    try:
+        model = obj()
+    except Exception as err:
+        raise CLIError(f"--model: calling {attr}() failed with {type(err).__name__}: {_first_line(err)}") from err
+    if not isinstance(model, nn.Module):
+        raise CLIError(f"--model: {attr}() must return a torch.nn.Module. Got {type(model).__name__} instead.")
+    return model
+
+
+def _state_dict_of(obj: Any) -> Mapping[str, Any] | None:
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, (Mapping, nn.Module)):
+                return _state_dict_of(inner)
+        return obj
+    return None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _examples(keys: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (", ..." if len(keys) > limit else "")
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_pickle: bool = False) -> None:
+    """Load a state dict from ``path`` into ``model``, which it must fit exactly (see the module docstring).
+
+    On an error ``model`` may be partly loaded: discard it.
+
+    Raises
+    ------
+    CLIError
+        If the file is missing or unreadable, needs arbitrary unpickling without ``unsafe_load_pickle``, holds no
+        state dict, or its keys or shapes do not fit the model.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"--weights: the file {str(file)!r} does not exist.")
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=not unsafe_load_pickle)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if needs is not None and not unsafe_load_pickle:
+            raise CLIError(
+                f"--weights: {str(file)!r} is not a plain state dict: it holds a pickled {needs.group(1)}, which "
+                "torch.load(weights_only=True) refuses. If you trust the file, pass --unsafe-load-pickle (it can run "
+                "arbitrary code), or save model.state_dict() instead."
+            ) from err
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        reason = detail.group(1).strip() if detail else _first_line(err)
+        raise CLIError(f"--weights: cannot read {str(file)!r} as a torch checkpoint: {reason}") from err
+    except Exception as err:  # torch raises several types for files that are not checkpoints
+        raise CLIError(
+            f"--weights: cannot read {str(file)!r} as a torch checkpoint: {type(err).__name__}: {_first_line(err)}"
+        ) from err
+    state = _state_dict_of(obj)
+    if state is None or not state or not all(isinstance(k, str) for k in state):
+        raise CLIError(
+            f"--weights: {str(file)!r} holds a {type(obj).__name__}, not a state dict (a dict of parameter names to "
+            "tensors, or a checkpoint dict with a 'state_dict' entry)."
+        )
+    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    if len(tensors) != len(state):
+        bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+        raise CLIError(f"--weights: {str(file)!r} is not a state dict: {_examples(bad)} are not tensors.")
+    prefix = "module."
+    if all(k.startswith(prefix) for k in tensors):
+        tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    expected = model.state_dict()
+    mismatched = [
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
+    ]
+    missing: list[str] = []
+    unexpected: list[str] = []
+    if not mismatched:
+        try:
+            # strict=False reports missing/unexpected keys after the modules' own compatibility rules (e.g.
+            # batch norm accepts checkpoints without num_batches_tracked); any problem is an error below
+            result = model.load_state_dict(tensors, strict=False)
+        except RuntimeError as err:
+            raise CLIError(f"--weights: {str(file)!r} does not fit the model: {_first_line(err)}") from err
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"{_plural(len(missing), 'missing key')} ({_examples(missing)})")
+        if unexpected:
+            problems.append(f"{_plural(len(unexpected), 'unexpected key')} ({_examples(unexpected)})")
+        if mismatched:
+            problems.append(f"{_plural(len(mismatched), 'shape mismatch')} ({_examples(mismatched, 2)})")
+        raise CLIError(f"--weights: {str(file)!r} does not fit the model: " + "; ".join(problems) + ".")
+
+
+# ------------------------------------------------------------------------------------------------ data
+def load_data(
+    path: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    images_key: str = "X",
+    labels_key: str = "y",
+    grayscale: bool = False,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+    """Read ``--data``: a CIFAR-10 python-batch directory, an image folder or an ``.npz`` archive.
+
+    ``limit`` keeps the first images (CIFAR-10, ``.npz``) or, for an image folder (whose files are sorted by
+    class), ``limit`` images drawn at random with ``seed``.
+
+    Raises
+    ------
+    CLIError, SISError
+        If the path does not exist or its contents are not in one of the formats.
+    """
+    from sis_attr.datasets import load_cifar10_batches, load_image_folder, load_npz_images
+
+    root = Path(path).expanduser()
+    if root.is_dir():
+        if (root / "batches.meta").is_file():
+            if split not in ("test", "train"):
+                raise CLIError(f"--split must be 'test' or 'train'. Got {split!r}.")
+            images, labels, names = load_cifar10_batches(root, split, limit)  # type: ignore[arg-type]
+            return images, labels, names
+        images, labels, names = load_image_folder(root, mode="L" if grayscale else "RGB")
+        if limit is not None and limit < images.shape[0]:
+            keep = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:limit]
+            keep = keep.sort().values
+            images, labels = images[keep], labels[keep]
+        return images, labels, names
+    if root.is_file():
+        if root.suffix.lower() != ".npz":
+            raise CLIError(
+                f"--data: {str(root)!r} is a file but not an .npz archive. Give a cifar-10-batches-py directory, an "
+                "image folder (root/<class>/<image>) or an .npz file."
+            )
+        images, labels, names = load_npz_images(root, images_key, labels_key)
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        return images, labels, names
+    raise CLIError(f"--data: {str(root)!r} does not exist.")
+
+
+# ------------------------------------------------------------------------------------------------ parser
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _k_value(text: str) -> int | float | str:
+    if text == "adaptive":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, a fraction in (0, 1) or 'adaptive', got {text!r}"
+        )
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``sis-attr``."""
+    from sis_attr import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sis-attr",
+        description="Sufficient input subsets and the overinterpretation audit of Carter et al.",
+    )
+    parser.add_argument("--version", action="version", version=f"sis-attr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,audit}")
+    sub.required = True
+
+    demo = sub.add_parser(
+        "demo",
+        help="audit a clean and a shortcut CNN on scikit-learn's digits (no download)",
+        description=(
+            "Train two small CNNs on scikit-learn's 8x8 digits, one of them on a copy with a planted shortcut "
+            "(a label-dependent border pixel), audit both with exact SIS and write a report comparing them."
+        ),
+    )
+    demo.add_argument("--out", default="sis-attr-demo", help="report directory (default: %(default)s)")
+    demo.add_argument(
+        "--fast", action="store_true", help="fewer training epochs and audited images: a quicker, noisier look"
+    )
+    demo.add_argument(
+        "--images", type=_positive_int, help="test images audited per model, at most 297 (default 80, fast 30)"
+    )
+    demo.add_argument("--epochs", type=_positive_int, help="training epochs per model (default 6, fast 4)")
+    demo.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    aud = sub.add_parser(
+        "audit",
+        help="audit your model on your data",
+        description="Audit an image classifier for overinterpretation (Carter et al.) and write a report.",
+        epilog=(
+            "Normalisation: --mean/--std make the model receive (x - mean) / std while masking happens on the "
+            "[0, 1] images; --mask-space normalized (default) sets removed pixels to --baseline after "
+            "normalisation (0: the mean colour, the paper's choice), --mask-space pixel sets them to --baseline "
+            "in [0, 1] image space (0: black)."
+        ),
+    )
+    aud.add_argument("--model", required=True, metavar="MODULE:CALLABLE", help="model factory (module or .py file)")
+    aud.add_argument("--weights", metavar="PATH", help="state dict to load (torch.load with weights_only=True)")
+    aud.add_argument(
+        "--unsafe-load-pickle",
+        action="store_true",
+        help="allow --weights files that need arbitrary unpickling (runs code from the file: trusted files only)",
+    )
+    aud.add_argument(
+        "--data", required=True, metavar="PATH", help="cifar-10-batches-py directory, image folder or .npz"
+    )
+    aud.add_argument("--split", choices=("test", "train"), default="test", help="CIFAR-10 split (default: test)")
+    aud.add_argument("--images-key", default="X", help=".npz array of images (default: %(default)s)")
+    aud.add_argument("--labels-key", default="y", help=".npz array of labels (default: %(default)s)")
+    aud.add_argument("--grayscale", action="store_true", help="read image folders as one-channel images")
+    aud.add_argument("--limit", type=_positive_int, metavar="N", help="audit at most N images")
+    aud.add_argument("--method", choices=("exact", "gradient"), default="exact", help="backward selection method")
+    aud.add_argument("--threshold", type=_probability, default=0.99, help="SIS threshold (default: %(default)s)")
+    aud.add_argument("--fraction", type=_probability, default=0.05, help="subset fraction (default: %(default)s)")
+    aud.add_argument(
+        "--superpixel", type=_positive_int, metavar="N", help="group NxN pixels into one feature (cheaper SIS)"
+    )
+    aud.add_argument(
+        "--k",
+        type=_k_value,
+        default=None,
+        help="gradient method: features removed per step (an integer, a fraction of the remaining such as 0.2, "
+        "or 'adaptive')",
+    )
+    aud.add_argument("--shortlist", type=_positive_int, help="gradient method: exact choice among the best M")
+    aud.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel normalisation mean")
+    aud.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel normalisation std")
+    aud.add_argument(
+        "--mask-space",
+        choices=("normalized", "pixel"),
+        default="normalized",
+        help="where --baseline applies when --mean/--std are given (default: %(default)s)",
+    )
+    aud.add_argument("--baseline", type=float, default=0.0, help="value of removed pixels (default: %(default)s)")
+    aud.add_argument("--batch-size", type=_positive_int, default=256, help="masked images per forward pass")
+    aud.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    aud.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
+    aud.add_argument("--examples", type=_non_negative_int, default=10, help="example SIS shown (default: 10)")
+    aud.add_argument("--name", help="model name in the report (default: MODULE:CALLABLE without directories)")
+    aud.add_argument("--out", default="sis-attr-report", help="report directory (default: %(default)s)")
+    aud.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def _resolve_device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as err:
+        raise CLIError(f"--device: {text!r} is not a torch device ({_first_line(err)}).") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {text}: CUDA is not available on this machine.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are available.")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {text}: MPS is not available on this machine.")
+    return device
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from sis_attr.overinterpretation.demo import run_demo
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise CLIError(
+            "the demo needs scikit-learn (its bundled digits): pip install scikit-learn, or sis-attr[demo]."
+        ) from None
+    result = run_demo(
+        args.out,
+        fast=args.fast,
+        seed=args.seed,
+        n_images=args.images,
+        epochs=args.epochs,
+        show_progress=not args.no_progress,
+        log=log,
+    )
+    print(result.summary())
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items())
+    print(f"\nDone in {result.seconds:.0f} s ({steps}).\nReport: {result.index}")
+    return 0
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from sis_attr.models import NormalizedModel
+    from sis_attr.overinterpretation.audit import audit, block_feature_mask
+    from sis_attr.overinterpretation.report import check_output_directory
+
+    out = check_output_directory(args.out, "sis-attr audit")
+    device = _resolve_device(args.device)
+    if (args.mean is None) != (args.std is None):
+        raise CLIError("--mean and --std go together: give both (one value per channel) or neither.")
+    if args.method == "exact" and (args.k is not None or args.shortlist is not None):
+        raise CLIError("--k and --shortlist apply to --method gradient only.")
+
+    model = load_model(args.model)
+    if args.weights is not None:
+        if args.unsafe_load_pickle:
+            print(
+                f"warning: loading {args.weights} with --unsafe-load-pickle: it may run arbitrary code.",
+                file=sys.stderr,
+            )
+        load_weights(model, args.weights, unsafe_load_pickle=args.unsafe_load_pickle)
+    model.eval()  # the command line built this model; library functions never change a user's model mode
+
+    images, labels, names = load_data(
+        args.data,
+        split=args.split,
+        limit=args.limit,
+        images_key=args.images_key,
+        labels_key=args.labels_key,
+        grayscale=args.grayscale,
+        seed=args.seed,
+    )
+    if images.shape[0] == 0:
+        raise CLIError(f"--data: {args.data!r} holds no image.")
+    channels = int(images.shape[1])
+    baselines: float | Tensor = float(args.baseline)
+    if args.mean is not None:
+        if len(args.mean) != channels or len(args.std) != channels:
+            raise CLIError(
+                f"--mean and --std need one value per channel: the images have {channels} channel(s); got "
+                f"{len(args.mean)} mean and {len(args.std)} std values."
+            )
+        if any(s <= 0 for s in args.std):
+            raise CLIError(f"--std values must be positive. Got {args.std}.")
+        model = NormalizedModel(model, args.mean, args.std).eval()
+        if args.mask_space == "normalized":
+            mean = torch.tensor(args.mean, dtype=images.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(args.std, dtype=images.dtype).view(1, -1, 1, 1)
+            baselines = mean + args.baseline * std  # in [0, 1] space: `baseline` after normalisation
+    model = model.to(device)
+
+    feature_mask: Any = "pixel"
+    if args.superpixel is not None:
+        feature_mask = block_feature_mask(int(images.shape[2]), int(images.shape[3]), args.superpixel)
+    module_part, _, attr = args.model.rpartition(":")
+    name = args.name or f"{Path(module_part).name}:{attr}"
+    report = audit(
+        model,
+        (images, labels, names),
+        method=args.method,
+        threshold=args.threshold,
+        fraction=args.fraction,
+        baselines=baselines,
+        feature_mask=feature_mask,
+        k=args.k if args.k is not None else 1,
+        shortlist=args.shortlist,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        n_examples=args.examples,
+        name=name,
+        show_progress=not args.no_progress,
+    )
+    report = dataclasses.replace(
+        report,
+        settings={
+            **report.settings,
+            "command": "sis-attr audit",
+            "model factory": args.model,
+            "weights": args.weights or "(none: the factory's own)",
+            "data": str(args.data),
+            "normalisation": "none" if args.mean is None else f"mean {args.mean}, std {args.std}",
+            "mask space": "input" if args.mean is None else args.mask_space,
+            **({"features": f"{args.superpixel}x{args.superpixel} superpixels"} if args.superpixel else {}),
+        },
+    )
+    index = report.save(out)
+    print(report.summary())
+    print(f"\nReport: {index}")
+    return 0
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """Print warnings as one line on stderr (no source line: the user did not write it)."""
+    print(f"sis-attr: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sis-attr`` command line; return the exit status.
+
+    0 on success; 2 (with a one-line message on stderr) for bad arguments or unusable input; 130 when
+    interrupted.
+
+    Examples
+    --------
+    >>> main(["audit", "--model", "no_such_module_xyz:build", "--data", "x.npz"])  # message on stderr
+    2
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:  # argparse exits on bad usage (2) and after --help/--version (0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else _EXIT_USAGE)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            if args.command == "demo":
+                return _run_demo(args)
+            return _run_audit(args)
+    except KeyboardInterrupt:
+        print("sis-attr: interrupted", file=sys.stderr)
+        return 130
+    except (SISError, OSError) as err:
+        print(f"sis-attr {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
+        return _EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

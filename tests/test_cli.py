@@ -1,0 +1,348 @@
+"""End-to-end tests of the ``sis-attr`` command line: the demo, audits of user models and every error path."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sis_attr.cli import main
+from sis_attr.overinterpretation.demo import DIGITS_SHORTCUT_POSITIONS
+from sis_attr.testing import TinyConvNet
+
+EVIL = "<script>alert(1)</script>"
+
+FACTORY = """
+from sis_attr.testing import TinyConvNet
+
+def build():
+    return TinyConvNet(in_channels=1, classes=3, width=4, seed=0)
+
+def build_rgb():
+    return TinyConvNet(in_channels=3, classes=3, width=4, seed=0)
+
+def build_wide():
+    return TinyConvNet(in_channels=1, classes=3, width=6, seed=0)
+
+def not_a_model():
+    return 42
+
+def broken():
+    raise RuntimeError("factory exploded")
+
+class Factory:
+    @staticmethod
+    def make():
+        return build()
+"""
+
+
+def referenced_files(index: Path) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"]+)"', index.read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------------------ demo
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    out = tmp_path_factory.mktemp("demo") / "report"
+    capture = tmp_path_factory.mktemp("demo_stdout") / "stdout.txt"
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["demo", "--out", str(out), "--fast", "--images", "16", "--no-progress"])
+    capture.write_text(buffer.getvalue())
+    return out, code, buffer.getvalue()
+
+
+def test_demo_writes_a_complete_report(demo_run: tuple[Path, int, str]) -> None:
+    out, code, stdout = demo_run
+    assert code == 0
+    index = out / "index.html"
+    assert index.is_file()
+    refs = referenced_files(index)
+    pngs = [r for r in refs if r.endswith(".png")]
+    assert len(pngs) >= 5
+    for ref in refs:
+        assert (out / ref).is_file(), ref
+    for sub in ("clean-cnn", "shortcut-cnn"):
+        sub_refs = referenced_files(out / sub / "index.html")
+        assert "figures/examples.png" in sub_refs
+        for ref in sub_refs:
+            assert (out / sub / ref).is_file(), ref
+    assert "Overinterpretation audit: comparison" in stdout
+    assert f"Report: {index}" in stdout
+
+
+def test_demo_exposes_the_shortcut(demo_run: tuple[Path, int, str]) -> None:
+    out, code, _ = demo_run
+    assert code == 0
+    models = json.loads((out / "comparison.json").read_text())["models"]
+    clean, shortcut = models["clean CNN"], models["shortcut CNN"]
+    # the shortcut model's SIS sit on the planted marks ...
+    assert tuple(shortcut["sis_location_peak"]) in DIGITS_SHORTCUT_POSITIONS
+    assert tuple(clean["sis_location_peak"]) not in DIGITS_SHORTCUT_POSITIONS
+    assert shortcut["metrics"]["share of SIS pixels on the marks"] > 0.8
+    # ... are much smaller than the clean model's ...
+    assert shortcut["mean_sis_size"] < clean["mean_sis_size"]
+    assert shortcut["mean_sis_size"] <= 2.0 <= clean["mean_sis_size"]
+    # ... and its 5% subsets stay accurate, while both score alike on their own test images
+    assert shortcut["backselect_subset_accuracy"] >= 0.9
+    assert shortcut["accuracy"] >= 0.9 and clean["accuracy"] >= 0.9
+    acc_without = next(v for k, v in shortcut["metrics"].items() if "without" in k)
+    assert acc_without < 0.5  # without the mark it fails
+
+
+# ------------------------------------------------------------------------------------------------ audit
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    (tmp_path / "factory.py").write_text(FACTORY)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(5, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "data.npz", X=x, y=np.array([0, 1, 2, 1, 0]), class_names=np.array([EVIL, "b&c", "c"]))
+    np.savez(tmp_path / "rgb.npz", X=rng.integers(0, 256, size=(3, 6, 6, 3), dtype=np.uint8), y=np.array([0, 1, 2]))
+    np.savez(tmp_path / "bad_labels.npz", X=x, y=np.array([0, 1, 7, 1, 0]))
+    np.savez(tmp_path / "empty.npz", X=np.zeros((0, 6, 6), dtype=np.uint8), y=np.zeros(0, dtype=np.int64))
+    weights = {"module." + k: v for k, v in TinyConvNet(in_channels=1, classes=3, width=4, seed=1).state_dict().items()}
+    torch.save({"state_dict": weights, "epoch": 3}, tmp_path / "weights.pt")
+    return tmp_path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def audit_args(ws: Path, *extra: str, data: str = "data.npz", model: str = "factory.py:build") -> list[str]:
+    return [
+        "audit",
+        "--model",
+        str(ws / model.split(":")[0]) + ":" + model.split(":")[1] if ".py" in model else model,
+        "--data",
+        str(ws / data),
+        "--threshold",
+        "0.4",
+        "--out",
+        str(ws / "out"),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def test_audit_npz_end_to_end(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(audit_args(workspace, "--weights", str(workspace / "weights.pt")), capsys)
+    assert code == 0, err
+    index = workspace / "out" / "index.html"
+    assert f"Report: {index}" in out and "Overinterpretation audit: factory.py:build" in out
+    for ref in referenced_files(index):
+        assert (workspace / "out" / ref).is_file(), ref
+    payload = json.loads((workspace / "out" / "report.json").read_text())["report"]
+    assert payload["n_images"] == 5 and payload["n_features"] == 36
+    # the weights were loaded (seed 1), not the factory's own (seed 0)
+    x = torch.from_numpy(np.load(workspace / "data.npz")["X"]).float().div(255).unsqueeze(1)
+    expected = TinyConvNet(in_channels=1, classes=3, width=4, seed=1)(x).argmax(dim=1).tolist()
+    assert payload["selection"]["targets"] == expected
+    assert payload["settings"]["model factory"].endswith("factory.py:build")
+    # class names from the data are escaped in the page
+    text = index.read_text()
+    assert EVIL not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_audit_dotted_module_from_cwd_and_options(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workspace)
+    monkeypatch.delitem(sys.modules, "factory", raising=False)
+    args = audit_args(workspace, "--mean", "0.5", "--std", "0.25", "--mask-space", "pixel", "--limit", "3")
+    args += ["--superpixel", "2", "--fraction", "0.2", "--name", "dotted", "--examples", "2"]
+    args[2] = "factory:Factory.make"
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    payload = json.loads((workspace / "out" / "report.json").read_text())["report"]
+    assert payload["name"] == "dotted" and payload["n_images"] == 3 and payload["n_features"] == 9
+    assert payload["subset_features"] == 2
+    assert payload["settings"]["normalisation"] == "mean [0.5], std [0.25]"
+    assert payload["settings"]["baseline"] == "0"
+    monkeypatch.delitem(sys.modules, "factory", raising=False)
+
+
+def test_audit_gradient_method(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = audit_args(workspace, "--method", "gradient", "--k", "0.5", "--shortlist", "4", "--mean", "0.5")
+    args += ["--std", "0.25"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    payload = json.loads((workspace / "out" / "report.json").read_text())["report"]
+    assert payload["settings"]["method"] == "gradient" and payload["settings"]["shortlist"] == 4
+    assert payload["settings"]["baseline"] == "[0.5] (per channel)"  # mask space "normalized": 0 after normalising
+
+
+def test_unsafe_pickle_needs_the_flag(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.save(TinyConvNet(in_channels=1, classes=3, width=4, seed=1), workspace / "whole.pt")
+    code, out, err = run(audit_args(workspace, "--weights", str(workspace / "whole.pt")), capsys)
+    assert code == 2 and "--unsafe-load-pickle" in err and out == ""
+    assert not (workspace / "out").exists()
+    code, _, err = run(audit_args(workspace, "--weights", str(workspace / "whole.pt"), "--unsafe-load-pickle"), capsys)
+    assert code == 0, err
+    assert "may run arbitrary code" in err
+
+
+def test_audit_image_folder_and_cifar_batches(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from sis_attr.datasets import write_cifar10_batches
+
+    folder = workspace / "folder"
+    for cls, value in (("cat", 40), ("dog", 200)):
+        (folder / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (6, 6), value + 10 * i).save(folder / cls / f"{i}.png")
+    args = audit_args(workspace, "--grayscale", "--limit", "4", "--examples", "1")
+    args[4] = str(folder)
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    payload = json.loads((workspace / "out" / "report.json").read_text())["report"]
+    assert payload["n_images"] == 4 and payload["class_names"][:2] == ["cat", "dog"]
+    assert sorted(set(payload["labels"])) == [0, 1]  # drawn at random, not the first 4 files of one class
+
+    batches = workspace / "cifar-10-batches-py"
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    write_cifar10_batches(batches, images, torch.tensor([0, 1, 2]), split="test")
+    args = audit_args(workspace, "--superpixel", "8", "--examples", "1", "--out", str(workspace / "out2"))
+    args[2], args[4] = str(workspace / "factory.py") + ":build_rgb", str(batches)
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    payload = json.loads((workspace / "out2" / "report.json").read_text())["report"]
+    assert payload["n_images"] == 3 and payload["n_features"] == 16 and payload["class_names"][0] == "airplane"
+
+
+def test_demo_output_not_writable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    code, out, err = run(["demo", "--out", str(tmp_path / "file" / "demo"), "--no-progress"], capsys)
+    assert code == 2 and out == ""
+    assert err.strip().startswith("sis-attr demo: error: ") and err.strip().count("\n") == 0
+
+
+@pytest.mark.real_data
+def test_audit_pretrained_resnet20_on_real_cifar10(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subset = shared_data / "cifar10" / "cifar-10-batches-py-subset"
+    checkpoint = shared_data / "weights" / "resnet20-12fca82f.th"
+    if not subset.is_dir() or not checkpoint.is_file():
+        pytest.skip("the CIFAR-10 subset or the ResNet20 checkpoint is missing from ../shared/data")
+    (tmp_path / "resnet_factory.py").write_text(
+        "from sis_attr.models import cifar_resnet\n\ndef build():\n    return cifar_resnet(20)\n"
+    )
+    # the akamaster checkpoint: {"best_prec1", "state_dict"} with a "module." prefix, ImageNet normalisation.
+    # Exact SIS on 1024 pixels costs 524,800 forward passes per image, and the gradient-screened hybrid still
+    # about 1024 (one block of at most `shortlist` removals per step): use it on 4x4 superpixels (64 features).
+    args = ["audit", "--model", str(tmp_path / "resnet_factory.py") + ":build", "--weights", str(checkpoint)]
+    args += ["--data", str(subset), "--limit", "2", "--method", "gradient", "--k", "0.2", "--shortlist", "8"]
+    args += ["--superpixel", "4"]
+    args += ["--mean", "0.485", "0.456", "0.406", "--std", "0.229", "0.224", "0.225", "--examples", "2"]
+    args += ["--out", str(tmp_path / "out"), "--no-progress"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    payload = json.loads((tmp_path / "out" / "report.json").read_text())["report"]
+    assert payload["n_images"] == 2 and payload["n_features"] == 64 and payload["image_shape"] == [3, 32, 32]
+    assert payload["class_names"][:2] == ["airplane", "automobile"]
+    assert payload["accuracy"] == 1.0  # test images 0 (cat) and 1 (ship): ResNet20 gets both right
+    assert payload["settings"]["baseline"].startswith("[0.485, 0.456, 0.406]")
+    assert payload["n_confident"] >= 1 and 1 <= payload["mean_sis_size"] < 64
+    assert payload["settings"]["shortlist"] == 8 and payload["settings"]["features"] == "4x4 superpixels"
+    for ref in referenced_files(tmp_path / "out" / "index.html"):
+        assert (tmp_path / "out" / ref).is_file()
+
+
+# ------------------------------------------------------------------------------------------------ errors
+ERROR_CASES = {
+    "no colon": (["--model", "factory.py"], "MODULE:CALLABLE"),
+    "missing module": (["--model", "no_such_module_xyz:build"], "cannot import the module"),
+    "missing file": (["--model", "{ws}/nope.py:build"], "does not exist"),
+    "syntax error": (["--model", "{ws}/syntax.py:build"], "SyntaxError"),
+    "import error": (["--model", "{ws}/imports.py:build"], "ModuleNotFoundError"),
+    "missing callable": (["--model", "{ws}/factory.py:nope"], "has no attribute"),
+    "not a module": (["--model", "{ws}/factory.py:not_a_model"], "must return a torch.nn.Module"),
+    "factory raises": (["--model", "{ws}/factory.py:broken"], "factory exploded"),
+    "weights shapes": (["--model", "{ws}/factory.py:build_wide", "--weights", "{ws}/weights.pt"], "shape mismatch"),
+    "weights keys": (["--weights", "{ws}/other_keys.pt"], "missing key"),
+    "weights garbage": (["--weights", "{ws}/garbage.pt"], "cannot read"),
+    "weights missing": (["--weights", "{ws}/nope.pt"], "does not exist"),
+    "weights not a dict": (["--weights", "{ws}/tensor.pt"], "not a state dict"),
+    "data shape": (["--data", "{ws}/rgb.npz"], "cannot run on the data"),
+    "empty data": (["--data", "{ws}/empty.npz"], "no image"),
+    "labels outside": (["--data", "{ws}/bad_labels.npz"], "up to 7"),
+    "data missing": (["--data", "{ws}/nope"], "does not exist"),
+    "data not npz": (["--data", "{ws}/factory.py"], "not an .npz"),
+    "output not writable": (["--out", "{ws}/factory.py/out"], "not a directory"),
+    "mean without std": (["--mean", "0.5"], "--mean and --std"),
+    "channels": (["--mean", "0.5", "0.5", "--std", "1", "1"], "one value per channel"),
+    "k with exact": (["--k", "4"], "gradient only"),
+    "bad device": (["--device", "tpu:0:1"], "--device"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_errors_exit_2_with_one_line(case: str, workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workspace / "syntax.py").write_text("def build(:\n")
+    (workspace / "imports.py").write_text("import no_such_dependency_xyz\n")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), workspace / "other_keys.pt")
+    (workspace / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    torch.save(torch.zeros(3), workspace / "tensor.pt")
+    extra, message = ERROR_CASES[case]
+    # later options override the defaults of audit_args
+    args = audit_args(workspace) + [e.replace("{ws}", str(workspace)) for e in extra]
+    code, out, err = run(args, capsys)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sis-attr audit: error: ")
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not (workspace / "out").exists()
+
+
+def test_cuda_unavailable(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    code, _, err = run([*audit_args(workspace), "--device", "cuda"], capsys)
+    assert code == 2 and "CUDA is not available" in err
+
+
+def test_usage_errors_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["audit", "--data", "x.npz"], capsys)
+    assert code == 2 and "--model" in err
+    code, _, err = run(["audit", "--model", "m:f", "--data", "x", "--threshold", "2"], capsys)
+    assert code == 2 and "(0, 1]" in err
+    code, _, _ = run([], capsys)
+    assert code == 2
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "demo" in out and "audit" in out
+    code, out, _ = run(["audit", "--help"], capsys)
+    assert code == 0 and "--unsafe-load-pickle" in out and "--mask-space" in out
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.startswith("sis-attr ")
+    code, out, err = run(["demo", "--images", "400", "--no-progress"], capsys)
+    assert code == 2 and out == "" and "[1, 297]" in err and err.strip().count("\n") == 0
+
+
+def test_real_process_error_has_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sis_attr.cli", "audit", "--model", "no_such_module_xyz:f", "--data", "x.npz"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "sis-attr-report").exists()
