@@ -7,6 +7,7 @@ overinterpretation (Carter et al., "Overinterpretation reveals image classificat
 from __future__ import annotations
 
 from sis_attr._core.results import BackSelectRecord, SISExplanation, SISResult
+from sis_attr.batched_gradient_sis import AdaptiveK, BatchedGradientSIS
 from sis_attr.exact_sis import SufficientInputSubsets
 from sis_attr.exceptions import (
     SISDeviceError,
@@ -16,12 +17,21 @@ from sis_attr.exceptions import (
     SISWarning,
     UninformativeBaselineWarning,
 )
-from sis_attr.functional import backselect, find_sis, sis_collection, sufficient_input_subsets
+from sis_attr.functional import (
+    backselect,
+    batched_gradient_sis,
+    find_sis,
+    gradient_backselect,
+    sis_collection,
+    sufficient_input_subsets,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AdaptiveK",
     "BackSelectRecord",
+    "BatchedGradientSIS",
     "SISDeviceError",
     "SISError",
     "SISExplanation",
@@ -33,7 +43,9 @@ __all__ = [
     "UninformativeBaselineWarning",
     "__version__",
     "backselect",
+    "batched_gradient_sis",
     "find_sis",
+    "gradient_backselect",
     "sis_collection",
     "sufficient_input_subsets",
 ]

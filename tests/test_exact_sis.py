@@ -334,7 +334,7 @@ def test_pretrained_resnet20_on_real_cifar10_images(shared_data) -> None:  # typ
     from sis_attr.datasets import load_cifar10_batches
     from sis_attr.models import load_pretrained_cifar_resnet
 
-    images, labels, _ = load_cifar10_batches(shared_data / "cifar10" / "cifar-10-batches-py-subset", "test", limit=2)
+    images, _, _ = load_cifar10_batches(shared_data / "cifar10" / "cifar-10-batches-py-subset", "test", limit=2)
     model = load_pretrained_cifar_resnet(shared_data / "weights" / "resnet20-12fca82f.th")
     block = torch.arange(32) // 4
     superpixels = (block[:, None] * 8 + block[None, :]).reshape(1, 1, 32, 32)  # 4x4-pixel superpixels

@@ -97,15 +97,16 @@ class AdaptiveK:
     At each step the gradient predicts the score after removing the ``i`` top-ranked features as the current
     score plus the sum of their gradients (first order). The block is the longest prefix whose prediction
     stays on the current side of the threshold by at least ``1 - caution`` of the current margin, clipped to
-    ``[min_k, max(min_k, max_fraction * remaining)]``. Scale-free: it works in the comparison space of any
-    score (log-probability for the default softmax score).
+    ``[min_k, max(min_k, max_fraction * remaining)]``. For the default softmax score the margin and the
+    prediction are in log-odds ``log(p / (1 - p))`` (a confident image is far above a threshold of 0.99 in
+    log-odds, though not in log-probability); a user ``score_func`` is used as it is.
 
     Parameters
     ----------
     threshold : float, optional
         The threshold to steer by, in the user's score space. None: the SIS threshold of the call (required
         for :func:`~sis_attr.functional.gradient_backselect`, which has none).
-    max_fraction : float, default 0.25
+    max_fraction : float, default 0.1
         Largest block as a fraction of the remaining features, in (0, 1].
     min_k : int, default 1
         Smallest block.
@@ -115,11 +116,11 @@ class AdaptiveK:
     Examples
     --------
     >>> AdaptiveK(threshold=0.9)
-    AdaptiveK(threshold=0.9, max_fraction=0.25, min_k=1, caution=0.5)
+    AdaptiveK(threshold=0.9, max_fraction=0.1, min_k=1, caution=0.5)
     """
 
     threshold: float | None = None
-    max_fraction: float = 0.25
+    max_fraction: float = 0.1
     min_k: int = 1
     caution: float = 0.5
 
@@ -202,8 +203,19 @@ def resolve_generator(generator: object, caller: str) -> torch.Generator | None:
     return generator
 
 
+def _log_odds(log_p: Tensor) -> tuple[Tensor, Tensor]:
+    """``log(p / (1 - p))`` and ``1 - p`` from ``log p`` (float64, safe where ``p`` rounds to 1)."""
+    one_minus_p = torch.clamp(-torch.expm1(log_p), min=1e-300)
+    return log_p - torch.log(one_minus_p), one_minus_p
+
+
 def _block_sizes(
-    sched: _Schedule, remaining: Tensor, value: Tensor, sorted_grad: Tensor, threshold_space: float | None
+    sched: _Schedule,
+    remaining: Tensor,
+    value: Tensor,
+    sorted_grad: Tensor,
+    threshold_space: float | None,
+    log_space: bool,
 ) -> Tensor:
     """``(n,)`` number of features to remove per example (1..remaining)."""
     if sched.kind == "int":
@@ -214,7 +226,16 @@ def _block_sizes(
         a = sched.adaptive
         assert a is not None and threshold_space is not None
         cum = torch.cumsum(sorted_grad.double(), dim=1)
-        margin = (value - threshold_space).unsqueeze(1)
+        v = value.double()
+        if log_space:
+            # steer in log-odds: near p = 1 log p hardly moves, so its margin to a threshold like 0.99 is tiny
+            # while the evidence (logits) can still fall a long way before the score crosses it
+            v_lo, one_minus_p = _log_odds(v)
+            t_lo, _ = _log_odds(torch.tensor(threshold_space, dtype=torch.float64, device=v.device))
+            margin = (v_lo - t_lo).unsqueeze(1)
+            cum = cum / one_minus_p.unsqueeze(1)  # d log-odds = d log p / (1 - p)
+        else:
+            margin = (v - threshold_space).unsqueeze(1)
         above = margin >= 0
         ok = torch.where(above, cum >= -a.caution * margin, cum <= -a.caution * margin)
         # length of the leading run of predicted-safe prefixes
@@ -397,7 +418,7 @@ class GradientBackSelect:
         sorted_grad = g.gather(1, ranked).masked_fill(
             torch.arange(ranked.shape[1], device=device).unsqueeze(0) >= rem_c.unsqueeze(1), float("-inf")
         )
-        b = _block_sizes(self.schedule, rem_c, v, sorted_grad, self.threshold_space)
+        b = _block_sizes(self.schedule, rem_c, v, sorted_grad, self.threshold_space, problem.scorer.log_space)
         if self.shortlist is None:
             sel = ranked
         else:
@@ -423,10 +444,13 @@ class GradientBackSelect:
         cand = ranked[:, :m]
         valid = torch.arange(m, device=device).unsqueeze(0) < rem_c.unsqueeze(1)
         ex, slot = torch.nonzero(valid, as_tuple=True)
-        cand_keep = keep_c[ex].clone()
-        cand_keep[torch.arange(ex.shape[0], device=device), cand[ex, slot]] = False
         exact = torch.full((cand.shape[0], m), float("-inf"), dtype=torch.float64, device=device)
-        exact[ex, slot] = problem.evaluate_chunked(rows[ex], cand_keep)
+        bs = problem.batch_size
+        for i in range(0, int(ex.shape[0]), bs):  # keep-masks built per forward pass: memory bounded by bs
+            e, sl = ex[i : i + bs], slot[i : i + bs]
+            cand_keep = keep_c[e].clone()
+            cand_keep[torch.arange(e.shape[0], device=device), cand[e, sl]] = False
+            exact[e, sl] = problem.evaluate(rows[e], cand_keep)
         if self.generator is None:
             # ties: the lowest feature id, as exact BackSelect
             by_id = torch.argsort(cand.masked_fill(~valid, _BIG), dim=1, stable=True)
@@ -436,14 +460,6 @@ class GradientBackSelect:
 
 
 # ------------------------------------------------------------------------------------------------ FindSIS
-def _prefix_keep(keep_start: Tensor, order: Tensor, prefixes: Tensor) -> Tensor:
-    """``(len(prefixes), D)`` keep-masks: ``keep_start`` minus the first ``p`` features of ``order``."""
-    d = keep_start.shape[0]
-    pos = torch.full((d,), _BIG, dtype=torch.long, device=keep_start.device)
-    pos[order.to(keep_start.device)] = torch.arange(order.numel(), device=keep_start.device)
-    return keep_start.unsqueeze(0) & (pos.unsqueeze(0) >= prefixes.to(keep_start.device).unsqueeze(1))
-
-
 def _evaluate_prefixes(
     problem: SISProblem,
     examples: list[int],
@@ -451,22 +467,32 @@ def _evaluate_prefixes(
     records: list[BackSelectRecord],
     requests: dict[int, Tensor],
 ) -> dict[int, Tensor]:
-    """Exact scores of the given prefixes (numbers of removals) per local example, packed into batches."""
+    """Exact scores after the requested numbers of removals (prefixes of the order), per local example.
+
+    Requests of all examples are packed into forward passes of ``batch_size`` rows; keep-masks are built per
+    pass, so memory stays bounded by ``batch_size``.
+    """
     if not requests:
         return {}
+    device = problem.device
     locals_ = list(requests)
-    keeps = [_prefix_keep(keep_start[j], records[j].order, requests[j]) for j in locals_]
-    rows = torch.cat([torch.full((int(requests[j].numel()),), examples[j], dtype=torch.long) for j in locals_]).to(
-        problem.device
-    )
-    vals = problem.evaluate_chunked(rows, torch.cat(keeps)).cpu()
-    out: dict[int, Tensor] = {}
-    start = 0
-    for j in locals_:
-        cnt = int(requests[j].numel())
-        out[j] = vals[start : start + cnt]
-        start += cnt
-    return out
+    d = keep_start.shape[1]
+    pos = torch.full((len(locals_), d), _BIG, dtype=torch.long, device=device)
+    for i, j in enumerate(locals_):
+        order = records[j].order.to(device)
+        pos[i, order] = torch.arange(order.numel(), device=device)
+    counts = [int(requests[j].numel()) for j in locals_]
+    which = torch.repeat_interleave(torch.arange(len(locals_), device=device), torch.tensor(counts, device=device))
+    prefix = torch.cat([requests[j] for j in locals_]).to(device)
+    local_ids = torch.tensor(locals_, dtype=torch.long, device=device)
+    example_ids = torch.tensor([examples[j] for j in locals_], dtype=torch.long, device=device)
+    vals = []
+    for i in range(0, int(prefix.shape[0]), problem.batch_size):
+        w, p = which[i : i + problem.batch_size], prefix[i : i + problem.batch_size]
+        keep = keep_start[local_ids[w]] & (pos[w] >= p.unsqueeze(1))
+        vals.append(problem.evaluate(example_ids[w], keep))
+    flat = torch.cat(vals).cpu()
+    return dict(zip(locals_, torch.split(flat, counts), strict=True))
 
 
 def _spread(lo: int, hi: int, width: int) -> Tensor:

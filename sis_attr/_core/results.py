@@ -299,7 +299,9 @@ class SISResult:
 
     def sizes(self) -> Tensor:
         """``(B,)`` float SIS sizes in features, NaN where no SIS exists."""
-        return torch.tensor([float("nan") if e.size is None else e.size for e in self.explanations])
+        return torch.tensor(
+            [float("nan") if e.size is None else float(e.size) for e in self.explanations], dtype=torch.float32
+        )
 
     def _stack(self, per_example: list[Tensor | tuple[Tensor, ...]]) -> Tensor | tuple[Tensor, ...]:
         parts = [p if isinstance(p, tuple) else (p,) for p in per_example]
