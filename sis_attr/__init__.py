@@ -27,6 +27,7 @@ from sis_attr.functional import (
 )
 
 __version__ = "0.1.0.dev0"
+"""Version of sis_attr (PEP 440)."""
 
 __all__ = [
     "AdaptiveK",
