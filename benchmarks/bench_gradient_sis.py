@@ -10,7 +10,7 @@ is measured within one run, on one machine, under the same thread settings):
 ``exact``
     Exact BackSelect vs the pure gradient method vs gradient-screened selection (``shortlist``) on the same real
     CIFAR-10 test images with the pretrained ResNet20: SIS sizes, validity, forward rows and wall time.
-    ``--exact-features pixels`` (1024 features: ~10+ minutes per image for exact BackSelect on a CPU) or
+    ``--exact-features pixels`` (1024 features: 10-30 minutes per image for exact BackSelect on a CPU) or
     ``superpixels`` (2x2 blocks, 256 features: about 16x fewer evaluations). Also reports, for each method, how
     often the top 5% of features of its order alone keep the prediction, against random subsets.
 ``inception``
@@ -512,6 +512,8 @@ def case_inception(args: argparse.Namespace, device: torch.device) -> dict[str, 
         "ratio_to_floor": dt / floor,
         "forward_calls": counted.calls,
         "forward_rows": counted.rows,
+        "gradient_rows": n * math.ceil(size * size / args.k),
+        "other_rows": counted.rows - n * math.ceil(size * size / args.k),  # target, end score, refinement, check
         "images_with_sis": int((~sizes.isnan()).sum()),
         "mean_sis_size": float(sizes.nanmean()) if bool((~sizes.isnan()).any()) else None,
         "peak_gpu_memory_gib": peak,
@@ -527,8 +529,8 @@ def case_inception(args: argparse.Namespace, device: torch.device) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cases", nargs="*", default=["floor", "exact"], choices=["floor", "exact", "inception"])
-    p.add_argument("--inception", action="store_true", help="also run the inception case")
+    p.add_argument("cases", nargs="*", help="floor, exact and/or inception (default: floor exact)")
+    p.add_argument("--inception", action="store_true", help="run the inception case (alone unless cases are given)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--images", type=int, default=None, help="images (CIFAR cases: 8; inception: 32)")
@@ -546,10 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
+    unknown = [c for c in args.cases if c not in ("floor", "exact", "inception")]
+    if unknown:
+        p.error(f"unknown case(s) {unknown}: choose from floor, exact, inception")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cases = list(dict.fromkeys([*args.cases, *(["inception"] if args.inception else [])]))
+    cases = list(dict.fromkeys([*args.cases, *(["inception"] if args.inception else [])])) or ["floor", "exact"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     for case in cases:
         a = argparse.Namespace(**vars(args))

@@ -94,11 +94,15 @@ class BatchedGradientSIS(GradientAttribution):
     score: it orders removals within an image exactly like the probability's gradient (a positive factor),
     without the saturation of the softmax.
 
-    Quality: on the pretrained CIFAR-10 ResNet20 the pure gradient order is a weak stand-in for exact
-    BackSelect (larger SIS, and its top-ranked 5% of pixels keep the prediction less often), whereas the
-    shortlist (e.g. ``shortlist=16, k=4``) gives SIS of about the exact method's size at roughly 1/100 of its
-    forward passes (``benchmarks/bench_gradient_sis.py`` measures both). Measure quality by SIS size with
-    validity: different good orders can share few of their last features while each gives a tiny valid SIS.
+    Quality, measured on the pretrained CIFAR-10 ResNet20 at threshold 0.99 with the mean-colour baseline
+    (``benchmarks/bench_gradient_sis.py exact``): the pure gradient order is a weak stand-in for exact
+    BackSelect. Its SIS average 61 pixels (k=1) and 94 (k=16) on 24 test images, and its top-ranked 5% of
+    pixels alone keep the prediction for 75% and 62% of them (random 5%: 12%). With ``shortlist=16`` the SIS
+    average 22 pixels (k=4) and 20 (k=1) and the top 5% keep every prediction. On test images 0 and 1 exact
+    BackSelect gives 11 and 13 pixels with 524,800 evaluations per image; ``shortlist=16, k=4`` gives 15 and 27
+    with about 1/120 of those forward rows, ``shortlist=16, k=1`` 9 and 19 with 1/30. Measure quality by SIS
+    size with validity: different good orders can share few of their last features while each gives a tiny
+    valid SIS (exact BackSelect is greedy, not optimal, and is sometimes beaten).
 
     References
     ----------
@@ -110,7 +114,7 @@ class BatchedGradientSIS(GradientAttribution):
     Examples
     --------
     >>> import torch
-    >>> from sis_attr.batched_gradient_sis import BatchedGradientSIS
+    >>> from sis_attr import BatchedGradientSIS
     >>> from sis_attr.testing import SumGridClassifier
     >>> sis = BatchedGradientSIS(SumGridClassifier())
     >>> x = torch.tensor([[[3.0, -1.0], [1.5, 2.0]]])
@@ -268,7 +272,7 @@ class BatchedGradientSIS(GradientAttribution):
         Examples
         --------
         >>> import torch
-        >>> from sis_attr.batched_gradient_sis import BatchedGradientSIS
+        >>> from sis_attr import BatchedGradientSIS
         >>> from sis_attr.testing import LinearScore
         >>> sis = BatchedGradientSIS(LinearScore(torch.tensor([2.0, 2.0, 2.0])), score_func=LinearScore.score)
         >>> result = sis.explain(torch.ones(1, 3), threshold=1.5, k=1, collection=True)
