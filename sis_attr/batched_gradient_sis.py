@@ -21,7 +21,7 @@ from sis_attr._core.gradient_backselect import (
 from sis_attr._core.problem import ScoreFunc, SISProblem
 from sis_attr._core.results import SISResult, rank_maps
 from sis_attr._core.sis import make_records
-from sis_attr._core.validation import format_positive_int, format_threshold
+from sis_attr._core.validation import format_positive_int, format_threshold, resolve_batch_size
 from sis_attr.exceptions import SISTypeError, SISValueError
 
 __all__ = ["AdaptiveK", "BatchedGradientSIS"]
@@ -30,22 +30,6 @@ KSpec = int | float | str | AdaptiveK
 OutputKind = Literal["rank", "keep_mask"]
 
 _DEFAULT_BATCH_SIZE = 64
-
-
-def _rows_per_pass(batch_size: object, perturbations_per_eval: object, inputs: object, caller: str) -> int:
-    """``batch_size``, or Captum's ``perturbations_per_eval`` times the number of examples (default 64)."""
-    if batch_size is not None and perturbations_per_eval is not None:
-        raise SISValueError(
-            f"Pass either `batch_size` or `perturbations_per_eval` to {caller}, not both. "
-            f"Got batch_size={batch_size} and perturbations_per_eval={perturbations_per_eval}."
-        )
-    if perturbations_per_eval is not None:
-        ppe = format_positive_int(perturbations_per_eval, "perturbations_per_eval", caller)
-        first = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
-        n = int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
-        return int(ppe or 1) * n
-    bs = format_positive_int(_DEFAULT_BATCH_SIZE if batch_size is None else batch_size, "batch_size", caller)
-    return int(bs or _DEFAULT_BATCH_SIZE)
 
 
 def _check_flag(value: object, name: str, caller: str) -> bool:
@@ -324,7 +308,7 @@ class BatchedGradientSIS(GradientAttribution):
     ) -> tuple[SISProblem, Any, int | None, torch.Generator | None]:
         schedule, m = resolve_k(k, shortlist, caller)
         gen = resolve_generator(generator, caller)
-        bs = _rows_per_pass(batch_size, perturbations_per_eval, inputs, caller)
+        bs = resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=_DEFAULT_BATCH_SIZE)
         if feature_mask is None:
             feature_mask = default_feature_mask(inputs)
         problem = SISProblem(

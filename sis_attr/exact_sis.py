@@ -13,34 +13,12 @@ from sis_attr._core.backselect import exact_backselect
 from sis_attr._core.problem import ScoreFunc, SISProblem
 from sis_attr._core.results import SISResult, rank_maps
 from sis_attr._core.sis import compute_sis, make_records
-from sis_attr._core.validation import format_positive_int, format_threshold
+from sis_attr._core.validation import format_positive_int, format_threshold, resolve_batch_size
 from sis_attr.exceptions import SISValueError
 
 __all__ = ["SufficientInputSubsets"]
 
 OutputKind = Literal["rank", "keep_mask"]
-
-
-def _resolve_batch_size(
-    batch_size: int | None, perturbations_per_eval: int | None, n_examples: int, caller: str
-) -> int:
-    if batch_size is not None and perturbations_per_eval is not None:
-        raise SISValueError(
-            f"Pass either `batch_size` or `perturbations_per_eval` to {caller}, not both. "
-            f"Got batch_size={batch_size} and perturbations_per_eval={perturbations_per_eval}."
-        )
-    if perturbations_per_eval is not None:
-        ppe = format_positive_int(perturbations_per_eval, "perturbations_per_eval", caller)
-        assert ppe is not None
-        return ppe * n_examples
-    bs = format_positive_int(256 if batch_size is None else batch_size, "batch_size", caller)
-    assert bs is not None
-    return bs
-
-
-def _batch_of(inputs: object) -> int:
-    t = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
-    return int(t.shape[0]) if isinstance(t, Tensor) and t.dim() > 0 else 1
 
 
 def _cast_like(maps: Tensor | tuple[Tensor, ...], inputs: tuple[Tensor, ...], is_tuple: bool) -> Any:
@@ -227,7 +205,7 @@ class SufficientInputSubsets(PerturbationAttribution):
         perturbations_per_eval: int | None,
         caller: str,
     ) -> SISProblem:
-        bs = _resolve_batch_size(batch_size, perturbations_per_eval, _batch_of(inputs), caller)
+        bs = resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=256)
         return SISProblem(
             self.forward_func,
             inputs,

@@ -205,6 +205,24 @@ def format_positive_int(value: object, param: str, caller: str, *, allow_none: b
     return int(value)
 
 
+def resolve_batch_size(
+    batch_size: object, perturbations_per_eval: object, inputs: object, caller: str, *, default: int
+) -> int:
+    """Rows per forward pass: ``batch_size``, or Captum's ``perturbations_per_eval`` times the batch size."""
+    if batch_size is not None and perturbations_per_eval is not None:
+        raise SISValueError(
+            f"Pass either `batch_size` or `perturbations_per_eval` to {caller}, not both. "
+            f"Got batch_size={batch_size} and perturbations_per_eval={perturbations_per_eval}."
+        )
+    if perturbations_per_eval is not None:
+        ppe = format_positive_int(perturbations_per_eval, "perturbations_per_eval", caller)
+        first = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
+        n = int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+        return int(ppe or 1) * n
+    bs = format_positive_int(default if batch_size is None else batch_size, "batch_size", caller)
+    return int(bs or default)
+
+
 def format_additional_args(additional_forward_args: object) -> tuple[Any, ...]:
     if additional_forward_args is None:
         return ()
