@@ -237,6 +237,7 @@ class SISExplanation:
 
     @property
     def has_sis(self) -> bool:
+        """Whether an SIS exists (the full input reaches the threshold)."""
         return self.sis is not None
 
     @property
@@ -246,6 +247,7 @@ class SISExplanation:
 
     @property
     def n_features(self) -> int:
+        """The example's number of features."""
         return self.record.n_features
 
     def sis_at(self, threshold: float) -> Tensor | None:
@@ -295,6 +297,7 @@ class SISResult:
 
     @property
     def records(self) -> list[BackSelectRecord]:
+        """The backward-selection record of every example."""
         return [e.record for e in self.explanations]
 
     def sizes(self) -> Tensor:
