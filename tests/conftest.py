@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from sis_attr.datasets import SHARED_DATA_ENV_VAR, shared_data_dir
 
 
 def _shared_data() -> Path | None:
-    env = os.environ.get("SIS_ATTR_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(ROOT.parent / "shared" / "data")
-    for c in candidates:
-        if (c / "weights").is_dir() and (c / "cifar10").is_dir():
-            return c
+    root = shared_data_dir()
+    if root is not None and (root / "weights").is_dir() and (root / "cifar10").is_dir():
+        return root
     return None
 
 
 SHARED_DATA = _shared_data()
+
+
+def shared_path(*parts: str) -> Path:
+    """Path of a file under the shared data directory, or skip the test with the reason."""
+    root = shared_data_dir()
+    if root is None:
+        pytest.skip(f"../shared/data not found: set ${SHARED_DATA_ENV_VAR} or place it next to the project")
+    path = root.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"../shared/data not found: {path} is missing")
+    return path
 
 
 @pytest.fixture(scope="session")

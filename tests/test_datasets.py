@@ -29,17 +29,9 @@ from sis_attr.datasets import (
     write_cifar10_batches,
 )
 from sis_attr.exceptions import SISError, SISTypeError, SISValueError
+from tests.conftest import shared_path
 
-
-def _shared(*parts: str) -> Path:
-    """Path of a file under the shared data directory, or skip the test with the reason."""
-    root = shared_data_dir()
-    if root is None:
-        pytest.skip(f"../shared/data not found: set ${SHARED_DATA_ENV_VAR} or place it next to the project")
-    path = root.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"../shared/data not found: {path} is missing")
-    return path
+_shared = shared_path
 
 
 def _subset_dir() -> Path:

@@ -16,11 +16,9 @@ from torch import Tensor, nn
 
 from sis_attr.datasets import (
     CIFAR10_MEAN_STD_AKAMASTER,
-    SHARED_DATA_ENV_VAR,
     DatasetNotFoundError,
     load_cifar10_batches,
     normalize,
-    shared_data_dir,
 )
 from sis_attr.exceptions import SISTypeError, SISValueError
 from sis_attr.models import (
@@ -33,16 +31,9 @@ from sis_attr.models import (
     cifar_resnet,
     load_pretrained_cifar_resnet,
 )
+from tests.conftest import shared_path
 
-
-def _shared(*parts: str) -> Path:
-    root = shared_data_dir()
-    if root is None:
-        pytest.skip(f"../shared/data not found: set ${SHARED_DATA_ENV_VAR} or place it next to the project")
-    path = root.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"../shared/data not found: {path} is missing")
-    return path
+_shared = shared_path
 
 
 @pytest.fixture(scope="module")
