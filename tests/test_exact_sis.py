@@ -289,13 +289,17 @@ def test_output_must_be_batch_by_classes() -> None:
         sufficient_input_subsets(lambda x: x.sum(1, keepdim=True), torch.randn(1, 4), threshold=0.5)
 
 
-def test_nan_output_is_reported() -> None:
-    def nan_when_masked(x: torch.Tensor) -> torch.Tensor:
+@pytest.mark.parametrize(("value", "column"), [(float("nan"), 1), (float("inf"), 1), (float("-inf"), 0)])
+def test_non_finite_output_for_masked_inputs_is_reported(value: float, column: int) -> None:
+    # NaN or +inf in any logit makes the target's log-probability NaN; -inf in the target's logit makes it -inf
+    def bad_when_masked(x: torch.Tensor) -> torch.Tensor:
         out = torch.stack([x.sum(1), -x.sum(1)], dim=1)
-        return torch.where((x == 0).any(1, keepdim=True), torch.full_like(out, float("nan")), out)
+        bad = out.clone()
+        bad[:, column] = value
+        return torch.where((x == 0).any(1, keepdim=True), bad, out)
 
     with pytest.raises(SISValueError, match="NaN or inf"):
-        sufficient_input_subsets(nan_when_masked, torch.ones(1, 3), threshold=0.5)
+        sufficient_input_subsets(bad_when_masked, torch.ones(1, 3), threshold=0.5)
 
 
 def test_inputs_on_another_device_than_the_model() -> None:

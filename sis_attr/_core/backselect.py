@@ -4,8 +4,14 @@ At each step of each example every remaining feature is removed in turn and the 
 removal that leaves the highest score is kept (ties: the lowest feature id). Candidates of all examples are
 packed into forward passes of exactly ``batch_size`` rows: when one example has few candidates left in its
 current step, other examples' candidates fill the batch, so the model runs at its efficient batch size
-until the very end. The result does not depend on ``batch_size`` (candidate lists are scanned in ascending
-feature order and a tie never replaces an earlier best).
+until the last few steps. The examples with the most steps left are packed first, which keeps all examples
+in step (otherwise the last examples finish alone, in small batches). The result does not depend on
+``batch_size`` or on the packing (candidate lists are scanned in ascending feature order and a tie never
+replaces an earlier best).
+
+The bookkeeping (candidate lists, running maxima, orders and scores) lives on the host in numpy; per batch
+the device receives one index tensor and returns one score vector, so the scheduler adds little beyond the
+model's own time (``benchmarks/bench_exact_sis.py`` measures it against plain forward passes).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from torch import Tensor
 
 from sis_attr._core.problem import SISProblem
 from sis_attr._progress import progress_bar
+
+_BIG = np.iinfo(np.int64).max
 
 
 def exact_backselect(
@@ -41,94 +49,129 @@ def exact_backselect(
     layout = problem.layout
     # the current masked input of each example, updated as features are removed; a candidate row is a copy
     # with one more feature's positions set to the baseline (cheaper than composing rows from keep-masks)
-    current = torch.where(layout.positions_keep(examples, keep), layout.flat_x[examples], layout.flat_b[examples])
-    table = layout.feature_positions()
-    shared = table.shape[0] == 1
-    n_pos = layout.flat_b.shape[1]
+    base = layout.flat_b.index_select(0, examples)
+    current = torch.where(layout.positions_keep(examples, keep), layout.flat_x.index_select(0, examples), base)
+    n_pos = int(base.shape[1])
+    flat_base = base.reshape(-1)
+    # one baseline value everywhere (the default 0 and any scalar) is written without gathering it
+    fill: float | None = None
+    if flat_base.numel() and bool((flat_base == flat_base[0]).all()):
+        fill = float(flat_base[0])
 
-    def positions(ex_local: Tensor, feats: Tensor) -> Tensor:
-        return table[0][feats] if shared else table[examples[ex_local], feats]
+    # All bookkeeping lives on the host in numpy; the device only builds rows, runs the model and applies
+    # the chosen removals. Per batch that is one index transfer in and one score transfer out.
+    table = layout.feature_positions().cpu().numpy()  # (1 or B, D, g) positions of each feature
+    g = int(table.shape[2])
+    examples_np = examples.cpu().numpy()
+    table_of = table[0] if table.shape[0] == 1 else None
+    row_offsets = np.arange(max(bs, n_ex), dtype=np.int64) * n_pos
 
-    def baseline_at(ex_local: Tensor, pos: Tensor) -> Tensor:
-        return torch.take(layout.flat_b, examples[ex_local].unsqueeze(1) * n_pos + pos)
+    def flat_positions(ex_local: np.ndarray, feats: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Flat indices into a ``(rows, P)`` tensor: feature ``feats[j]`` of ``ex_local[j]`` in row ``slots[j]``."""
+        pos_ = table_of[feats] if table_of is not None else table[examples_np[ex_local], feats]
+        return (pos_ + row_offsets[slots, None]).reshape(-1)
 
-    remaining = [int(c) for c in keep.sum(dim=1).tolist()]
-    cand: list[Tensor] = [torch.nonzero(keep[i]).flatten() for i in range(n_ex)]
+    def remove(target: Tensor, flat_idx: Tensor, base_idx: Tensor | None) -> None:
+        """Set the flat positions ``flat_idx`` of ``target`` to the baseline values at ``base_idx``."""
+        if fill is not None:
+            target.view(-1).index_fill_(0, flat_idx, fill)
+        else:
+            assert base_idx is not None
+            target.view(-1).index_copy_(0, flat_idx, flat_base.take(base_idx))
+
+    keep_np = keep.cpu().numpy()
+    cand: list[np.ndarray] = [np.flatnonzero(keep_np[i]).astype(np.int64) for i in range(n_ex)]
+    remaining = [int(c.size) for c in cand]
     pos = [0] * n_ex
     step = [0] * n_ex
-    orders = torch.full((n_ex, max(d, 1)), -1, dtype=torch.long, device=device)
-    values = torch.full((n_ex, d + 1), float("nan"), dtype=torch.float64, device=device)
-    best_val = torch.full((n_ex,), float("-inf"), dtype=torch.float64, device=device)
-    big = torch.iinfo(torch.long).max
-    best_feat = torch.full((n_ex,), big, dtype=torch.long, device=device)
+    orders = np.full((n_ex, max(d, 1)), -1, dtype=np.int64)
+    values = np.full((n_ex, d + 1), np.nan, dtype=np.float64)
+    # running best of each example's current step (-1: none yet)
+    best_val = np.full(n_ex, -np.inf)
+    best_feat = np.full(n_ex, -1, dtype=np.int64)
 
     # scores of the starting inputs
-    local_all = torch.arange(n_ex, device=device)
     for i in range(0, n_ex, bs):
-        sl = local_all[i : i + bs]
-        values[sl, 0] = problem.evaluate_flat(examples[sl], current[sl])
+        values[i : i + bs, 0] = problem.evaluate_flat_host(examples[i : i + bs], current[i : i + bs])
 
     total = sum(r * (r + 1) // 2 for r in remaining)
     active = [i for i in range(n_ex) if remaining[i] > 0]
     with progress_bar(total, desc, show_progress, unit="eval") as bar:
         while active:
-            # ---- pack one batch from the current step of active examples, in order
-            segs: list[tuple[int, int, int]] = []
+            # ---- pack one batch from the current step of active examples. The examples with the most steps
+            # left go first: they are the critical path, and keeping all examples in step keeps the batches
+            # full until the last few steps.
+            active.sort(key=lambda i: -remaining[i])
+            seg_ex: list[int] = []
+            seg_len: list[int] = []
+            parts: list[np.ndarray] = []
             filled = 0
             for i in active:
                 take = min(bs - filled, remaining[i] - pos[i])
                 if take <= 0:
                     continue
-                segs.append((i, pos[i], pos[i] + take))
+                seg_ex.append(i)
+                seg_len.append(take)
+                parts.append(cand[i][pos[i] : pos[i] + take])
                 filled += take
                 if filled == bs:
                     break
-            seg_local = torch.tensor([s[0] for s in segs], device=device)
-            seg_np = np.repeat(np.arange(len(segs)), [b - a for _, a, b in segs])
-            seg_id = torch.from_numpy(seg_np).to(device)
-            feats = torch.cat([cand[i][a:b] for i, a, b in segs])
-            row_local = seg_local[seg_id]
-            rows = current[row_local]
-            idx = positions(row_local, feats)
-            rows.scatter_(1, idx, baseline_at(row_local, idx))
-            vals = problem.evaluate_flat(examples[row_local], rows)
-
-            # ---- per segment: max score, lowest feature id among ties; merge with the running best
-            seg_max = torch.full((len(segs),), float("-inf"), dtype=vals.dtype, device=device)
-            seg_max = seg_max.scatter_reduce(0, seg_id, vals, reduce="amax")
-            cand_feat = torch.where(vals == seg_max[seg_id], feats, torch.full_like(feats, big))
-            seg_feat = torch.full((len(segs),), big, dtype=torch.long, device=device)
-            seg_feat = seg_feat.scatter_reduce(0, seg_id, cand_feat, reduce="amin")
-            better = seg_max > best_val[seg_local]
-            best_val[seg_local] = torch.where(better, seg_max, best_val[seg_local])
-            best_feat[seg_local] = torch.where(better, seg_feat, best_feat[seg_local])
+            n_seg = len(seg_ex)
+            feats = parts[0] if n_seg == 1 else np.concatenate(parts)
+            seg_arr = np.asarray(seg_ex, dtype=np.int64)
+            row_local = np.repeat(seg_arr, seg_len)
+            flat_idx = flat_positions(row_local, feats, np.arange(filled))
+            host = [row_local, examples_np[row_local], flat_idx]
+            if fill is None:
+                host.append(flat_positions(row_local, feats, row_local))
+            moved = torch.from_numpy(np.concatenate(host)).to(device)
+            rows = current.index_select(0, moved[:filled])
+            base_idx = moved[2 * filled + filled * g :] if fill is None else None
+            remove(rows, moved[2 * filled : 2 * filled + filled * g], base_idx)
+            vals = problem.evaluate_flat_host(moved[filled : 2 * filled], rows)
             bar.update(filled)
+
+            # ---- per segment: max score, lowest feature id among ties (np.argmax takes the first, and
+            # candidates are in ascending order); merge with the running best, where a tie never replaces
+            # the earlier, lower feature id
+            if n_seg == 1:
+                j = int(np.argmax(vals))
+                seg_max = vals[j : j + 1]
+                seg_feat = feats[j : j + 1]
+            else:
+                starts = np.zeros(n_seg, dtype=np.int64)
+                np.cumsum(seg_len[:-1], out=starts[1:])
+                seg_max = np.maximum.reduceat(vals, starts)
+                at_max = vals == np.repeat(seg_max, seg_len)
+                seg_feat = np.minimum.reduceat(np.where(at_max, feats, _BIG), starts)
+            better = (seg_max > best_val[seg_arr]) | (best_feat[seg_arr] < 0)
+            best_val[seg_arr] = np.where(better, seg_max, best_val[seg_arr])
+            best_feat[seg_arr] = np.where(better, seg_feat, best_feat[seg_arr])
 
             # ---- finish the steps whose candidates are all evaluated
             finished = []
-            for i, _a, b in segs:
-                pos[i] = b
-                if b == remaining[i]:
+            for i, n in zip(seg_ex, seg_len, strict=True):
+                pos[i] += n
+                if pos[i] == remaining[i]:
                     finished.append(i)
             if finished:
-                fin = torch.tensor(finished, device=device)
-                steps = torch.tensor([step[i] for i in finished], device=device)
+                fin = np.asarray(finished, dtype=np.int64)
                 chosen = best_feat[fin]
-                idx = positions(fin, chosen)
-                current[fin] = current[fin].scatter(1, idx, baseline_at(fin, idx))
-                orders[fin, steps] = chosen
-                values[fin, steps + 1] = best_val[fin]
-                best_val[fin] = float("-inf")
-                best_feat[fin] = big
-                for j, i in enumerate(finished):
-                    cand[i] = cand[i][cand[i] != chosen[j]]
+                fin_idx = torch.from_numpy(flat_positions(fin, chosen, fin)).to(device)
+                remove(current, fin_idx, fin_idx)
+                for i, f in zip(finished, chosen.tolist(), strict=True):
+                    orders[i, step[i]] = f
+                    values[i, step[i] + 1] = best_val[i]
+                    c = cand[i]
+                    k = int(np.searchsorted(c, f))
+                    cand[i] = np.concatenate((c[:k], c[k + 1 :]))
                     remaining[i] -= 1
                     step[i] += 1
                     pos[i] = 0
+                best_val[fin] = -np.inf
+                best_feat[fin] = -1
                 active = [i for i in active if remaining[i] > 0]
 
-    orders_cpu = orders.cpu()
-    values_cpu = values.cpu()
-    out_orders = [orders_cpu[i, : step[i]].clone() for i in range(n_ex)]
-    out_values = [values_cpu[i, : step[i] + 1].clone() for i in range(n_ex)]
+    out_orders = [torch.from_numpy(orders[i, : step[i]].copy()) for i in range(n_ex)]
+    out_values = [torch.from_numpy(values[i, : step[i] + 1].copy()) for i in range(n_ex)]
     return out_orders, out_values

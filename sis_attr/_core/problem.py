@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,7 +46,12 @@ class Scorer:
         self.caller = caller
         self.log_space = score_func is None
 
-    def check_output(self, output: object, n: int) -> Tensor:
+    def check_output(self, output: object, n: int, *, finite: bool = True) -> Tensor:
+        """Check the model output's type and shape, and (``finite=True``) that it holds no NaN or inf.
+
+        Callers that pass ``finite=False`` check the scores with :meth:`check_scores` instead: a NaN or +inf
+        logit makes the log-softmax of its whole row NaN, so finite scores are what matters.
+        """
         if not isinstance(output, Tensor):
             raise SISTypeError(
                 f"The model passed to {self.caller} must return a tensor. Got {type(output).__name__} instead."
@@ -66,12 +72,21 @@ class Scorer:
                 f"The model passed to {self.caller} must return a batch of {n} outputs. "
                 f"Got shape {tuple(output.shape)} instead."
             )
-        if not torch.isfinite(output).all():
-            raise SISValueError(
-                f"The model passed to {self.caller} returned NaN or inf for some masked inputs. "
-                "Check the baseline and the model's numerical range."
-            )
+        if finite and not torch.isfinite(output).all():
+            self.raise_non_finite()
         return output
+
+    def raise_non_finite(self) -> None:
+        raise SISValueError(
+            f"The model passed to {self.caller} returned NaN or inf for some masked inputs. "
+            "Check the baseline and the model's numerical range."
+        )
+
+    def check_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Host-side check of scores computed with ``check_output(..., finite=False)``."""
+        if not np.isfinite(scores).all():
+            self.raise_non_finite()
+        return scores
 
     def __call__(self, output: Tensor, target: Tensor) -> Tensor:
         """Scores of shape ``(n,)`` in float64."""
@@ -144,9 +159,9 @@ class SISProblem:
                 out.append(a)
         return tuple(out)
 
-    def forward(self, rows: Tensor, composed: Sequence[Tensor]) -> Tensor:
+    def forward(self, rows: Tensor, composed: Sequence[Tensor], *, finite: bool = True) -> Tensor:
         output = self.forward_func(*composed, *self._args_for(rows))
-        return self.scorer.check_output(output, int(rows.shape[0]))
+        return self.scorer.check_output(output, int(rows.shape[0]), finite=finite)
 
     @torch.no_grad()
     def evaluate(self, rows: Tensor, keep: Tensor) -> Tensor:
@@ -155,10 +170,12 @@ class SISProblem:
         return self.scorer(out, self.target[rows])
 
     @torch.no_grad()
-    def evaluate_flat(self, rows: Tensor, flat: Tensor) -> Tensor:
-        """Scores of already composed, flattened ``(n, P)`` inputs for example ids ``rows``."""
-        out = self.forward(rows, self.layout.unflatten(flat))
-        return self.scorer(out, self.target[rows])
+    def evaluate_flat_host(self, rows: Tensor, flat: Tensor) -> np.ndarray:
+        """Scores (float64 numpy, comparison space) of composed, flattened ``(n, P)`` inputs for example ids
+        ``rows``, brought to the host and checked there: one transfer per call."""
+        out = self.forward(rows, self.layout.unflatten(flat), finite=False)
+        scores = self.scorer(out, self.target.index_select(0, rows)).cpu().numpy()
+        return self.scorer.check_scores(scores)
 
     @torch.no_grad()
     def evaluate_chunked(self, rows: Tensor, keep: Tensor) -> Tensor:

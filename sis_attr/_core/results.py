@@ -95,6 +95,8 @@ class Layout:
 
     def unflatten(self, flat: Tensor) -> tuple[Tensor, ...]:
         n = flat.shape[0]
+        if len(self.shapes) == 1:
+            return (flat.view(n, *self.shapes[0]) if flat.is_contiguous() else flat.reshape(n, *self.shapes[0]),)
         parts = torch.split(flat, self.sizes, dim=1)
         return tuple(p.reshape(n, *s) for p, s in zip(parts, self.shapes, strict=True))
 

@@ -59,6 +59,23 @@ def test_matches_oracle_on_random_conv_nets(grouping: str, seed: int) -> None:
             assert (got is None and expected is None) or got.tolist() == expected
 
 
+def test_matches_oracle_with_per_example_baselines_and_feature_masks() -> None:
+    # a baseline that differs per example and per position, and a different grouping for each example
+    # (one with fewer groups): the paths that gather baseline values and look up per-example positions
+    net = _net(4)
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn(2, 2, 4, 4, generator=gen, dtype=torch.float64)
+    base = torch.randn(2, 2, 4, 4, generator=gen, dtype=torch.float64)
+    fm = torch.stack([GROUPINGS["pixels"][0], GROUPINGS["quadrants"][0]])
+    records = backselect(net, x, baselines=base, feature_mask=fm, batch_size=5)
+    for i, n in enumerate((16, 4)):
+        target = int(net(x[i : i + 1]).argmax())
+        score = _oracle.make_score(net, x[i], fm[i], base[i], target)
+        order, values = _oracle.backselect(score, set(range(n)))
+        assert records[i].order.tolist() == order
+        torch.testing.assert_close(records[i].values, torch.tensor(values, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
 def test_collection_matches_oracle() -> None:
     net = _net(1)
     x = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
