@@ -28,3 +28,13 @@ def test_exact_benchmark_smoke(tmp_path: Path) -> None:
     assert case["naive_order_equals_ours"] is True  # the batched scheduler equals one-image-at-a-time selection
     assert case["model_evaluations"] == 3 * (36 * 37 // 2 + 1)
     assert case["ratio_ours_to_floor"] > 0 and case["speedup_over_naive"] > 0
+
+
+def test_gradient_benchmark_floor_case_smoke(tmp_path: Path, shared_data: Path) -> None:
+    bench = _load("bench_gradient_sis")
+    args = ["floor", "--images", "2", "--k", "256", "--rounds", "1", "--repeats", "1", "--out-dir", str(tmp_path)]
+    assert bench.main(args) == 0
+    (row,) = json.loads((tmp_path / "gradient_sis_floor_cpu.json").read_text())["rows"]
+    assert row["iterations"] == 4  # ceil(1024 / 256) gradient steps per image
+    assert row["interleaved_backselect_ratios"] and all(r > 0 for r in row["interleaved_backselect_ratios"])
+    assert row["ratio_sis_to_floor_plus_refinement"] > 0 and row["refinement_rows"] > 0
