@@ -7,7 +7,6 @@ overinterpretation (Carter et al., "Overinterpretation reveals image classificat
 from __future__ import annotations
 
 from sis_attr._core.results import BackSelectRecord, SISExplanation, SISResult
-from sis_attr.batched_gradient_sis import AdaptiveK, BatchedGradientSIS
 from sis_attr.exact_sis import SufficientInputSubsets
 from sis_attr.exceptions import (
     SISDeviceError,
@@ -25,6 +24,7 @@ from sis_attr.functional import (
     sis_collection,
     sufficient_input_subsets,
 )
+from sis_attr.gradient_sis import AdaptiveK, BatchedGradientSIS
 
 __version__ = "0.1.0.dev0"
 """Version of sis_attr (PEP 440)."""

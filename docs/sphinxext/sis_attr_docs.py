@@ -66,7 +66,7 @@ def public_submodules(package: str = "sis_attr") -> tuple[str, ...]:
 def resolve(name: str) -> Any:
     """Import ``a.b.c`` as autosummary does: attribute ``c`` of module ``a.b`` first, then module ``a.b.c``.
 
-    (An attribute wins: ``sis_attr.overinterpretation.audit`` is the function, not the submodule.)
+    (An attribute wins over a submodule of the same name.)
     """
     parts = name.split(".")
     for cut in range(len(parts) - 1, 0, -1):

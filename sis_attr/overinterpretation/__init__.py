@@ -22,10 +22,10 @@ summary, JSON, PNG figures and an HTML page); :func:`save_comparison` puts sever
 from __future__ import annotations
 
 from sis_attr.overinterpretation.accuracy import SubsetAccuracy, subset_accuracy
-from sis_attr.overinterpretation.audit import audit, block_feature_mask
 from sis_attr.overinterpretation.confidence import ConfidenceDrop, confidence_drop
 from sis_attr.overinterpretation.heatmap import LocationHeatmap, location_heatmap
 from sis_attr.overinterpretation.mitigation import InputDropout, MeanLogitEnsemble, with_input_dropout
+from sis_attr.overinterpretation.pipeline import audit, block_feature_mask
 from sis_attr.overinterpretation.report import (
     AuditReport,
     ReportWriteError,

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from sis_attr.exceptions import SISTypeError, SISValueError, UninformativeBaselineWarning
-from sis_attr.overinterpretation.audit import audit
+from sis_attr.overinterpretation.pipeline import audit
 from sis_attr.overinterpretation.report import AuditReport, compare_summary, save_comparison
 
 __all__ = [

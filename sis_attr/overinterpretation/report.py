@@ -294,7 +294,7 @@ class AuditReport:
     --------
     >>> import tempfile
     >>> import torch
-    >>> from sis_attr.overinterpretation.audit import audit
+    >>> from sis_attr.overinterpretation.pipeline import audit
     >>> from sis_attr.testing import TinyConvNet
     >>> model = TinyConvNet(in_channels=1, classes=3)
     >>> images = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(0))

@@ -13,7 +13,7 @@ import torch
 
 from sis_attr.exceptions import SISError, SISTypeError
 from sis_attr.overinterpretation import SelectionResult
-from sis_attr.overinterpretation.audit import audit
+from sis_attr.overinterpretation.pipeline import audit
 from sis_attr.overinterpretation.report import (
     AuditReport,
     ReportWriteError,
@@ -21,7 +21,7 @@ from sis_attr.overinterpretation.report import (
     compare_summary,
     save_comparison,
 )
-from tests.overinterpretation.test_audit import MarkReader, marked_digits
+from tests.overinterpretation.test_pipeline import MarkReader, marked_digits
 
 EVIL = '<script>alert("x")</script>'
 

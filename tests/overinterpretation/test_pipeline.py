@@ -1,4 +1,4 @@
-"""Tests for sis_attr.overinterpretation.audit: the single-model audit on a model whose SIS is known by hand."""
+"""Tests for sis_attr.overinterpretation.audit (in module pipeline): an audit of a model with hand-known SIS."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from sis_attr.datasets import LabelledImages, TensorImageDataset, load_digits_images
 from sis_attr.exceptions import SISError, SISTypeError, SISValueError, UninformativeBaselineWarning
-from sis_attr.overinterpretation.audit import audit, block_feature_mask
 from sis_attr.overinterpretation.demo import DIGITS_SHORTCUT_POSITIONS, plant_shortcut, shortcut_share
+from sis_attr.overinterpretation.pipeline import audit, block_feature_mask
 from sis_attr.overinterpretation.report import AuditReport
 
 N_IMAGES = 20

@@ -14,9 +14,9 @@ from captum.attr import NoiseTunnel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sis_attr.batched_gradient_sis import AdaptiveK, BatchedGradientSIS
 from sis_attr.exceptions import SISError, SISTypeError, SISValueError
 from sis_attr.functional import batched_gradient_sis, gradient_backselect, sufficient_input_subsets
+from sis_attr.gradient_sis import AdaptiveK, BatchedGradientSIS
 from sis_attr.testing import LinearScore, SumGridClassifier, TinyConvNet
 
 ROOT = Path(__file__).resolve().parents[1]
