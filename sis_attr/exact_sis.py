@@ -11,21 +11,13 @@ from torch import Tensor
 from sis_attr._compat import PerturbationAttribution, wrap_attribute
 from sis_attr._core.backselect import exact_backselect
 from sis_attr._core.problem import ScoreFunc, SISProblem
-from sis_attr._core.results import SISResult, rank_maps
+from sis_attr._core.results import SISResult, cast_like, rank_maps
 from sis_attr._core.sis import compute_sis, make_records
-from sis_attr._core.validation import format_positive_int, format_threshold, resolve_batch_size
-from sis_attr.exceptions import SISValueError
+from sis_attr._core.validation import format_output_kind, format_positive_int, format_threshold, resolve_batch_size
 
 __all__ = ["SufficientInputSubsets"]
 
 OutputKind = Literal["rank", "keep_mask"]
-
-
-def _cast_like(maps: Tensor | tuple[Tensor, ...], inputs: tuple[Tensor, ...], is_tuple: bool) -> Any:
-    """Attributions in the inputs' dtype and structure (tensor in, tensor out; tuple in, tuple out)."""
-    parts = maps if isinstance(maps, tuple) else (maps,)
-    cast = tuple(p.to(x.dtype) for p, x in zip(parts, inputs, strict=True))
-    return cast if is_tuple else cast[0]
 
 
 class SufficientInputSubsets(PerturbationAttribution):
@@ -137,10 +129,7 @@ class SufficientInputSubsets(PerturbationAttribution):
             Shaped and typed like ``inputs``.
         """
         caller = "SufficientInputSubsets.attribute"
-        if output not in ("rank", "keep_mask"):
-            raise SISValueError(
-                f"The `output` parameter of {caller} must be 'rank' or 'keep_mask'. Got {output!r} instead."
-            )
+        format_output_kind(output, caller)
         problem = self._problem(
             inputs, baselines, target, additional_forward_args, feature_mask, batch_size, perturbations_per_eval, caller
         )
@@ -154,7 +143,7 @@ class SufficientInputSubsets(PerturbationAttribution):
             maps = rank_maps(problem.layout, make_records(problem, examples, orders, values))
         else:
             maps = self._run(problem, threshold, False, None, show_progress, caller).keep_mask()
-        return _cast_like(maps, problem.inputs, problem.is_tuple)
+        return cast_like(maps, problem.inputs, problem.is_tuple)
 
     def explain(
         self,

@@ -19,10 +19,10 @@ from sis_attr._core.gradient_backselect import (
     run_gradient_sis,
 )
 from sis_attr._core.problem import ScoreFunc, SISProblem
-from sis_attr._core.results import SISResult, rank_maps
+from sis_attr._core.results import SISResult, cast_like, rank_maps
 from sis_attr._core.sis import make_records
-from sis_attr._core.validation import format_positive_int, format_threshold, resolve_batch_size
-from sis_attr.exceptions import SISTypeError, SISValueError
+from sis_attr._core.validation import format_output_kind, format_positive_int, format_threshold, resolve_batch_size
+from sis_attr.exceptions import SISTypeError
 
 __all__ = ["AdaptiveK", "BatchedGradientSIS"]
 
@@ -183,10 +183,7 @@ class BatchedGradientSIS(GradientAttribution):
             Shaped and typed like ``inputs``.
         """
         caller = "BatchedGradientSIS.attribute"
-        if output not in ("rank", "keep_mask"):
-            raise SISValueError(
-                f"The `output` parameter of {caller} must be 'rank' or 'keep_mask'. Got {output!r} instead."
-            )
+        format_output_kind(output, caller)
         problem, schedule, m, gen = self._setup(
             inputs,
             baselines,
@@ -223,9 +220,7 @@ class BatchedGradientSIS(GradientAttribution):
                 adaptive_threshold_space=t_adapt,
             )
             maps = result.keep_mask()
-        parts = maps if isinstance(maps, tuple) else (maps,)
-        cast = tuple(p.to(x.dtype) for p, x in zip(parts, problem.inputs, strict=True))
-        return cast if problem.is_tuple else cast[0]
+        return cast_like(maps, problem.inputs, problem.is_tuple)
 
     def explain(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -320,6 +321,13 @@ class SISResult:
     def rank_map(self) -> Tensor | tuple[Tensor, ...]:
         """Backward-selection rank maps shaped like the inputs."""
         return rank_maps(self.layout, self.records)
+
+
+def cast_like(maps: Tensor | tuple[Tensor, ...], inputs: tuple[Tensor, ...], is_tuple: bool) -> Any:
+    """Attributions in the inputs' dtype and structure (tensor in, tensor out; tuple in, tuple out)."""
+    parts = maps if isinstance(maps, tuple) else (maps,)
+    cast = tuple(p.to(x.dtype) for p, x in zip(parts, inputs, strict=True))
+    return cast if is_tuple else cast[0]
 
 
 def rank_maps(layout: Layout, records: list[BackSelectRecord]) -> Tensor | tuple[Tensor, ...]:

@@ -197,6 +197,15 @@ def format_threshold(threshold: object, caller: str, *, probability: bool) -> fl
     return t
 
 
+def format_output_kind(output: object, caller: str) -> str:
+    """Validate the ``output`` parameter of the adapters' ``attribute``: ``"rank"`` or ``"keep_mask"``."""
+    if output not in ("rank", "keep_mask"):
+        raise SISValueError(
+            f"The `output` parameter of {caller} must be 'rank' or 'keep_mask'. Got {output!r} instead."
+        )
+    return str(output)
+
+
 def format_positive_int(value: object, param: str, caller: str, *, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
