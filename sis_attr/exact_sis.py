@@ -75,10 +75,12 @@ class SufficientInputSubsets(PerturbationAttribution):
 
     @classmethod
     def get_name(cls) -> str:
+        """Readable name of the method (Captum uses it in logs and visualisations)."""
         return "Sufficient Input Subsets"
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """False: attributions are ranks or keep-masks, never multiplied by the inputs (Captum's flag)."""
         return False
 
     @wrap_attribute

@@ -116,10 +116,12 @@ class BatchedGradientSIS(GradientAttribution):
 
     @classmethod
     def get_name(cls) -> str:
+        """Readable name of the method (Captum uses it in logs and visualisations)."""
         return "Batched Gradient SIS"
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """False: attributions are ranks or keep-masks, never multiplied by the inputs (Captum's flag)."""
         return False
 
     @wrap_attribute

@@ -57,9 +57,11 @@ class SubsetAccuracy:
 
     @property
     def chance(self) -> float:
+        """Chance accuracy, ``1 / n_classes``."""
         return 1.0 / self.n_classes
 
     def to_dict(self) -> dict[str, Any]:
+        """Accuracies and mean confidences (full, backward-selection, random), counts and chance, JSON-ready."""
         return {
             "full": to_float(self.full),
             "backselect": to_float(self.backselect),

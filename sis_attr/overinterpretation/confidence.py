@@ -69,6 +69,7 @@ class ConfidenceDrop:
         return float((self.predictions == self.subset_predictions).double().mean())
 
     def to_dict(self) -> dict[str, Any]:
+        """Mean and std of the drop, agreement, mean confidences and per-image drops, JSON-ready."""
         return {
             "mean": self.mean,
             "std": self.std,

@@ -60,6 +60,7 @@ class LocationHeatmap:
         return border / inside if inside > 0 else float("inf")
 
     def to_dict(self) -> dict[str, Any]:
+        """Per-pixel frequencies (nested lists), counts, fraction, threshold, peak and border ratio, JSON-ready."""
         return {
             "frequency": self.frequency.tolist(),
             "n_images": self.n_images,

@@ -185,6 +185,7 @@ class SISExamples:
         return len(self.indices)
 
     def to_dict(self) -> dict[str, Any]:
+        """Threshold and, per example, index, label, target, confidence and SIS as JSON-compatible values."""
         return {
             "threshold": self.threshold,
             "examples": [
@@ -329,10 +330,12 @@ class AuditReport:
     # ------------------------------------------------------------------ headline numbers
     @property
     def n_images(self) -> int:
+        """Number of audited images."""
         return self.selection.n_images
 
     @property
     def n_features(self) -> int:
+        """Number of features (pixels or pixel blocks) per image."""
         return self.selection.n_features
 
     @property

@@ -60,6 +60,7 @@ class RetrainingResult:
 
     @property
     def conditions(self) -> tuple[str, ...]:
+        """Names of the training conditions (e.g. ``"full"``, ``"backselect"``, ``"random"``), in run order."""
         return tuple(self.accuracies)
 
     def mean(self, condition: str) -> float:
@@ -78,6 +79,7 @@ class RetrainingResult:
         return self.mean(FULL) - self.mean(condition)
 
     def to_dict(self) -> dict[str, Any]:
+        """Seeds and, per condition, the per-seed accuracies with their mean and std as JSON-compatible values."""
         return {
             "seeds": list(self.seeds),
             "conditions": {

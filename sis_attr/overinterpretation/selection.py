@@ -189,6 +189,7 @@ class SelectionResult:
 
     @property
     def n_images(self) -> int:
+        """Number of images with a backward-selection record."""
         return len(self.records)
 
     @property

@@ -95,14 +95,17 @@ class ThresholdSISStatistics:
 
     @property
     def n_images(self) -> int:
+        """Images included in the statistics (those with an SIS at this threshold)."""
         return int(self.included.sum())
 
     @property
     def n_correct(self) -> int:
+        """Included images the model classifies correctly."""
         return int((self.included & self.correct).sum())
 
     @property
     def n_misclassified(self) -> int:
+        """Included images the model misclassifies."""
         return int((self.included & ~self.correct).sum())
 
     def _group(self, correct: bool | None) -> Tensor:
@@ -111,20 +114,24 @@ class ThresholdSISStatistics:
 
     @property
     def mean_size(self) -> float:
+        """Mean SIS size in features over the included images (NaN when none)."""
         g = self._group(None)
         return float(g.mean()) if g.numel() else math.nan
 
     @property
     def mean_fraction(self) -> float:
+        """Mean SIS size as a fraction of the features per image."""
         return self.mean_size / self.n_features
 
     @property
     def mean_size_correct(self) -> float:
+        """Mean SIS size of the correctly classified images (NaN when none)."""
         g = self._group(True)
         return float(g.mean()) if g.numel() else math.nan
 
     @property
     def mean_size_misclassified(self) -> float:
+        """Mean SIS size of the misclassified images (NaN when none)."""
         g = self._group(False)
         return float(g.mean()) if g.numel() else math.nan
 
@@ -149,6 +156,7 @@ class ThresholdSISStatistics:
 
     @property
     def percent_increase_ci(self) -> tuple[float, float]:
+        """95% interval of the correct-minus-misclassified mean SIS size, in percent of the misclassified mean."""
         mm = self.mean_size_misclassified
         low, high = self.difference_ci
         if math.isnan(mm) or mm == 0.0:
@@ -160,6 +168,7 @@ class ThresholdSISStatistics:
         return mean_ci(self.confidences[self.included & (self.correct == correct)])
 
     def to_dict(self) -> dict[str, Any]:
+        """Counts, mean sizes, intervals and mean confidences at this threshold as JSON-compatible values."""
         ci_d = self.difference_ci
         ci_p = self.percent_increase_ci
         conf_c = self.mean_confidence(True)
@@ -204,6 +213,7 @@ class SISSizeStatistics:
 
     @property
     def thresholds(self) -> tuple[float, ...]:
+        """The thresholds, in the order computed."""
         return tuple(s.threshold for s in self.per_threshold)
 
     def __getitem__(self, threshold: float) -> ThresholdSISStatistics:
@@ -214,6 +224,7 @@ class SISSizeStatistics:
         raise KeyError(f"No statistics at threshold {threshold}; available: {list(self.thresholds)}.")
 
     def to_dict(self) -> dict[str, Any]:
+        """Accuracy, feature count and the statistics at each threshold as JSON-compatible values."""
         return {
             "accuracy": self.accuracy,
             "n_features": self.n_features,
@@ -352,6 +363,7 @@ class MeanSISSizeCurve:
     accuracies: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
+        """Thresholds and, per model, mean SIS sizes with their intervals as JSON-compatible values."""
         return {
             "thresholds": list(self.thresholds),
             "models": {

@@ -67,6 +67,7 @@ class TransferResult:
         return {(s, m): self[s, m] for s in self.sources for m in self.models if s != m}
 
     def to_dict(self) -> dict[str, Any]:
+        """Source and evaluating model names and the accuracy matrix as JSON-compatible values."""
         return {
             "sources": list(self.sources),
             "models": list(self.models),
