@@ -16,6 +16,8 @@ model's own time (``benchmarks/bench_exact_sis.py`` measures it against plain fo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -86,9 +88,10 @@ def exact_backselect(
     step = [0] * n_ex
     orders = np.full((n_ex, max(d, 1)), -1, dtype=np.int64)
     values = np.full((n_ex, d + 1), np.nan, dtype=np.float64)
-    # running best of each example's current step (-1: none yet)
-    best_val = np.full(n_ex, -np.inf)
-    best_feat = np.full(n_ex, -1, dtype=np.int64)
+    # running best of each example's current step (feature -1: none yet), as Python scalars
+    best_val = [-math.inf] * n_ex
+    best_feat = [-1] * n_ex
+    targets_np = problem.target.index_select(0, examples).cpu().numpy()
 
     # scores of the starting inputs
     for i in range(0, n_ex, bs):
@@ -96,6 +99,8 @@ def exact_backselect(
 
     total = sum(r * (r + 1) // 2 for r in remaining)
     active = [i for i in range(n_ex) if remaining[i] > 0]
+    # flat positions of the removals chosen since the last batch, applied to `current` with the next transfer
+    pending: np.ndarray | None = None
     with progress_bar(total, desc, show_progress, unit="eval") as bar:
         while active:
             # ---- pack one batch from the current step of active examples. The examples with the most steps
@@ -118,48 +123,59 @@ def exact_backselect(
                     break
             n_seg = len(seg_ex)
             feats = parts[0] if n_seg == 1 else np.concatenate(parts)
-            seg_arr = np.asarray(seg_ex, dtype=np.int64)
-            row_local = np.repeat(seg_arr, seg_len)
-            flat_idx = flat_positions(row_local, feats, np.arange(filled))
-            host = [row_local, examples_np[row_local], flat_idx]
+            row_local = np.repeat(np.asarray(seg_ex, dtype=np.int64), seg_len)
+            ex_rows = examples_np[row_local]
+            # one transfer: rows' local example ids, example ids, targets, positions to remove in the rows,
+            # (baseline positions,) then the pending removals of `current`
+            host = [row_local, ex_rows, targets_np[row_local], flat_positions(row_local, feats, np.arange(filled))]
             if fill is None:
                 host.append(flat_positions(row_local, feats, row_local))
+            n_rows_idx = filled * g
+            if pending is not None:
+                host.append(pending)
             moved = torch.from_numpy(np.concatenate(host)).to(device)
+            off = 3 * filled + (2 if fill is None else 1) * n_rows_idx
+            if pending is not None:
+                done = moved[off:]
+                remove(current, done, done)
+                pending = None
             rows = current.index_select(0, moved[:filled])
-            base_idx = moved[2 * filled + filled * g :] if fill is None else None
-            remove(rows, moved[2 * filled : 2 * filled + filled * g], base_idx)
-            vals = problem.evaluate_flat_host(moved[filled : 2 * filled], rows)
+            base_idx = moved[3 * filled + n_rows_idx : off] if fill is None else None
+            remove(rows, moved[3 * filled : 3 * filled + n_rows_idx], base_idx)
+            vals = problem.evaluate_flat_host(moved[filled : 2 * filled], rows, moved[2 * filled : 3 * filled])
             bar.update(filled)
 
             # ---- per segment: max score, lowest feature id among ties (np.argmax takes the first, and
-            # candidates are in ascending order); merge with the running best, where a tie never replaces
-            # the earlier, lower feature id
-            if n_seg == 1:
-                j = int(np.argmax(vals))
-                seg_max = vals[j : j + 1]
-                seg_feat = feats[j : j + 1]
+            # candidates are in ascending order); merged with the running best, where a tie never replaces
+            # the earlier, lower feature id. Steps whose candidates are all evaluated finish.
+            if n_seg <= 8:
+                seg_best: list[tuple[float, int]] = []
+                a = 0
+                for n in seg_len:
+                    j = a + int(vals[a : a + n].argmax())
+                    seg_best.append((float(vals[j]), int(feats[j])))
+                    a += n
             else:
                 starts = np.zeros(n_seg, dtype=np.int64)
                 np.cumsum(seg_len[:-1], out=starts[1:])
                 seg_max = np.maximum.reduceat(vals, starts)
                 at_max = vals == np.repeat(seg_max, seg_len)
                 seg_feat = np.minimum.reduceat(np.where(at_max, feats, _BIG), starts)
-            better = (seg_max > best_val[seg_arr]) | (best_feat[seg_arr] < 0)
-            best_val[seg_arr] = np.where(better, seg_max, best_val[seg_arr])
-            best_feat[seg_arr] = np.where(better, seg_feat, best_feat[seg_arr])
-
-            # ---- finish the steps whose candidates are all evaluated
-            finished = []
-            for i, n in zip(seg_ex, seg_len, strict=True):
+                seg_best = list(zip(seg_max.tolist(), seg_feat.tolist(), strict=True))
+            finished: list[int] = []
+            for i, n, (v, f) in zip(seg_ex, seg_len, seg_best, strict=True):
+                if v > best_val[i] or best_feat[i] < 0:
+                    best_val[i] = v
+                    best_feat[i] = f
                 pos[i] += n
                 if pos[i] == remaining[i]:
                     finished.append(i)
             if finished:
                 fin = np.asarray(finished, dtype=np.int64)
-                chosen = best_feat[fin]
-                fin_idx = torch.from_numpy(flat_positions(fin, chosen, fin)).to(device)
-                remove(current, fin_idx, fin_idx)
-                for i, f in zip(finished, chosen.tolist(), strict=True):
+                chosen = np.asarray([best_feat[i] for i in finished], dtype=np.int64)
+                pending = flat_positions(fin, chosen, fin)
+                for i in finished:
+                    f = best_feat[i]
                     orders[i, step[i]] = f
                     values[i, step[i] + 1] = best_val[i]
                     c = cand[i]
@@ -168,8 +184,8 @@ def exact_backselect(
                     remaining[i] -= 1
                     step[i] += 1
                     pos[i] = 0
-                best_val[fin] = -np.inf
-                best_feat[fin] = -1
+                    best_val[i] = -math.inf
+                    best_feat[i] = -1
                 active = [i for i in active if remaining[i] > 0]
 
     out_orders = [torch.from_numpy(orders[i, : step[i]].copy()) for i in range(n_ex)]

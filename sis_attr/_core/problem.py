@@ -170,11 +170,19 @@ class SISProblem:
         return self.scorer(out, self.target[rows])
 
     @torch.no_grad()
-    def evaluate_flat_host(self, rows: Tensor, flat: Tensor) -> np.ndarray:
+    def evaluate_flat_host(self, rows: Tensor, flat: Tensor, targets: Tensor | None = None) -> np.ndarray:
         """Scores (float64 numpy, comparison space) of composed, flattened ``(n, P)`` inputs for example ids
-        ``rows``, brought to the host and checked there: one transfer per call."""
+        ``rows`` (``targets``: their target classes, if already at hand), brought to the host and checked there:
+        one transfer per call."""
         out = self.forward(rows, self.layout.unflatten(flat), finite=False)
-        scores = self.scorer(out, self.target.index_select(0, rows)).cpu().numpy()
+        tgt = self.target.index_select(0, rows) if targets is None else targets
+        if self.scorer.log_space:  # the default score, as Scorer computes it, with fewer small ops
+            logp = torch.log_softmax(out, dim=1).gather(1, tgt.unsqueeze(1))
+            if logp.dtype not in (torch.float32, torch.float64):  # e.g. bfloat16, which numpy lacks
+                logp = logp.double()
+            scores = logp.cpu().numpy().reshape(-1).astype(np.float64)
+        else:
+            scores = self.scorer(out, tgt).cpu().numpy()
         return self.scorer.check_scores(scores)
 
     @torch.no_grad()
