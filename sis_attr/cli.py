@@ -58,15 +58,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sis_attr.exceptions import SISError
+from sis_attr.exceptions import CLIError, SISError
 
 __all__ = ["CLIError", "load_data", "load_model", "load_weights", "main"]
 
 _EXIT_USAGE = 2
-
-
-class CLIError(SISError, ValueError):
-    """A command-line input is unusable (reported as a one-line message with exit status 2)."""
 
 
 def _first_line(err: BaseException) -> str:

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sis_attr._core.validation import format_positive_int
-from sis_attr.exceptions import SISError, SISTypeError, SISValueError
+from sis_attr.exceptions import DatasetNotFoundError, SISTypeError, SISValueError
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -72,13 +72,6 @@ _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST_FILES = ("test_batch",)
 _CIFAR_META_FILE = "batches.meta"
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-class DatasetNotFoundError(SISError, FileNotFoundError):
-    """A data file or directory does not exist.
-
-    Subclasses both :class:`~sis_attr.exceptions.SISError` and :class:`FileNotFoundError`.
-    """
 
 
 class LabelledImages(NamedTuple):

@@ -7,6 +7,10 @@ keeps working for code that does not know about this package.
 from __future__ import annotations
 
 __all__ = [
+    "CLIError",
+    "CheckpointNotFoundError",
+    "DatasetNotFoundError",
+    "ReportWriteError",
     "SISDeviceError",
     "SISError",
     "SISTypeError",
@@ -38,3 +42,28 @@ class SISWarning(UserWarning):
 
 class UninformativeBaselineWarning(SISWarning):
     """The model is already confident with every feature removed: the baseline is not uninformative."""
+
+
+class DatasetNotFoundError(SISError, FileNotFoundError):
+    """A data file or directory does not exist.
+
+    Subclasses both :class:`SISError` and :class:`FileNotFoundError`.
+    """
+
+
+class CheckpointNotFoundError(SISError, FileNotFoundError):
+    """A model checkpoint (weights file) does not exist.
+
+    Subclasses both :class:`SISError` and :class:`FileNotFoundError`.
+    """
+
+
+class ReportWriteError(SISError, OSError):
+    """The report directory cannot be created or written.
+
+    Subclasses both :class:`SISError` and :class:`OSError`.
+    """
+
+
+class CLIError(SISError, ValueError):
+    """A command-line input is unusable (reported as a one-line message with exit status 2)."""

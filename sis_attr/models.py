@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sis_attr._core.validation import format_positive_int
-from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, DatasetNotFoundError, shared_data_dir
-from sis_attr.exceptions import SISTypeError, SISValueError
+from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, shared_data_dir
+from sis_attr.exceptions import DatasetNotFoundError, SISTypeError, SISValueError
 
 __all__ = [
     "BasicBlock",

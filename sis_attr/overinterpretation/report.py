@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from sis_attr.exceptions import SISError, SISTypeError, UninformativeBaselineWarning
+from sis_attr.exceptions import ReportWriteError, SISTypeError, UninformativeBaselineWarning
 from sis_attr.overinterpretation.accuracy import SubsetAccuracy
 from sis_attr.overinterpretation.confidence import ConfidenceDrop
 from sis_attr.overinterpretation.heatmap import LocationHeatmap
@@ -56,13 +56,6 @@ __all__ = [
 
 _MARKER = ".sis-attr-report"
 """Empty file marking a directory written by this module (only such directories are ever replaced)."""
-
-
-class ReportWriteError(SISError, OSError):
-    """The report directory cannot be created or written.
-
-    Subclasses both :class:`~sis_attr.exceptions.SISError` and :class:`OSError`.
-    """
 
 
 # ------------------------------------------------------------------------------------------------ helpers
