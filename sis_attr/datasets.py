@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sis_attr._core.validation import format_positive_int
+from sis_attr._core.validation import format_optional_positive_int
 from sis_attr.exceptions import DatasetNotFoundError, SISTypeError, SISValueError
 
 __all__ = [
@@ -432,7 +432,7 @@ def load_cifar10_batches(
     caller = "load_cifar10_batches"
     if split not in ("test", "train"):
         raise SISValueError(f"The `split` parameter of {caller} must be 'test' or 'train'. Got {split!r} instead.")
-    limit = format_positive_int(limit, "limit", caller, allow_none=True)
+    limit = format_optional_positive_int(limit, "limit", caller)
     dtype = _check_dtype(dtype, caller)
     root = Path(directory)
     if not root.is_dir():

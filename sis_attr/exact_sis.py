@@ -13,7 +13,12 @@ from sis_attr._core.backselect import exact_backselect
 from sis_attr._core.problem import ScoreFunc, SISProblem
 from sis_attr._core.results import SISResult, cast_like, rank_maps
 from sis_attr._core.sis import compute_sis, make_records
-from sis_attr._core.validation import format_output_kind, format_positive_int, format_threshold, resolve_batch_size
+from sis_attr._core.validation import (
+    format_optional_positive_int,
+    format_output_kind,
+    format_threshold,
+    resolve_batch_size,
+)
 
 __all__ = ["SufficientInputSubsets"]
 
@@ -219,7 +224,7 @@ class SufficientInputSubsets(PerturbationAttribution):
         caller: str,
     ) -> SISResult:
         t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-        max_n = format_positive_int(max_sis, "max_sis", caller, allow_none=True)
+        max_n = format_optional_positive_int(max_sis, "max_sis", caller)
         return compute_sis(
             problem,
             exact_backselect,

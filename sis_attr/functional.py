@@ -25,7 +25,7 @@ from sis_attr._core.gradient_backselect import (
 from sis_attr._core.problem import ScoreFunc, SISProblem
 from sis_attr._core.results import BackSelectRecord, SISResult
 from sis_attr._core.sis import compute_sis, make_records
-from sis_attr._core.validation import format_positive_int, format_threshold
+from sis_attr._core.validation import format_optional_positive_int, format_positive_int, format_threshold
 from sis_attr.exceptions import SISTypeError
 
 __all__ = [
@@ -211,7 +211,7 @@ show_progress
         forward_func, inputs, baselines, target, additional_forward_args, feature_mask, score_func, batch_size, caller
     )
     t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-    max_n = format_positive_int(max_sis, "max_sis", caller, allow_none=True)
+    max_n = format_optional_positive_int(max_sis, "max_sis", caller)
     return compute_sis(problem, exact_backselect, t, collection=collection, max_sis=max_n, show_progress=show_progress)
 
 
@@ -438,7 +438,7 @@ batch_size, show_progress, generator
         forward_func, inputs, baselines, target, additional_forward_args, feature_mask, score_func, batch_size, caller
     )
     t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-    max_n = format_positive_int(max_sis, "max_sis", caller, allow_none=True)
+    max_n = format_optional_positive_int(max_sis, "max_sis", caller)
     return run_gradient_sis(
         problem,
         t,

@@ -21,7 +21,12 @@ from sis_attr._core.gradient_backselect import (
 from sis_attr._core.problem import ScoreFunc, SISProblem
 from sis_attr._core.results import SISResult, cast_like, rank_maps
 from sis_attr._core.sis import make_records
-from sis_attr._core.validation import format_output_kind, format_positive_int, format_threshold, resolve_batch_size
+from sis_attr._core.validation import (
+    format_optional_positive_int,
+    format_output_kind,
+    format_threshold,
+    resolve_batch_size,
+)
 from sis_attr.exceptions import SISTypeError
 
 __all__ = ["AdaptiveK", "BatchedGradientSIS"]
@@ -275,7 +280,7 @@ class BatchedGradientSIS(GradientAttribution):
             caller,
         )
         t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-        max_n = format_positive_int(max_sis, "max_sis", caller, allow_none=True)
+        max_n = format_optional_positive_int(max_sis, "max_sis", caller)
         return run_gradient_sis(
             problem,
             t,

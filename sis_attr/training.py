@@ -9,9 +9,7 @@ without autograd.
 
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,8 +19,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from sis_attr._core.validation import format_positive_int
-from sis_attr.exceptions import SISTypeError, SISValueError, SISWarning
+from sis_attr._core.validation import (
+    format_images,
+    format_labels,
+    format_model,
+    format_number,
+    format_positive_int,
+    model_device,
+    warn_if_training,
+)
+from sis_attr.exceptions import SISTypeError, SISValueError
 
 __all__ = [
     "PAPER_MILESTONES",
@@ -70,84 +76,6 @@ class TrainingHistory:
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _module_device(model: nn.Module) -> torch.device:
-    for param in model.parameters():
-        return param.device
-    for buffer in model.buffers():
-        return buffer.device
-    return torch.device("cpu")
-
-
-def _positive_int(value: object, param: str, caller: str) -> int:
-    return cast(int, format_positive_int(value, param, caller))  # never None: allow_none is False
-
-
-def _check_model(model: object, caller: str) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise SISTypeError(
-            f"The `model` parameter of {caller} must be a torch.nn.Module. Got {type(model).__name__} instead."
-        )
-    return model
-
-
-def _check_images(images: object, caller: str, param: str = "images") -> Tensor:
-    if not isinstance(images, Tensor):
-        raise SISTypeError(
-            f"The `{param}` parameter of {caller} must be a tensor. Got {type(images).__name__} instead."
-        )
-    if not images.is_floating_point():
-        raise SISTypeError(
-            f"The `{param}` parameter of {caller} must be a floating-point tensor (convert uint8 images with "
-            f"`images.float() / 255`). Got dtype {images.dtype} instead."
-        )
-    if images.dim() < 2 or images.shape[0] == 0:
-        raise SISValueError(
-            f"The `{param}` parameter of {caller} must be a non-empty batch (N, ...). "
-            f"Got shape {tuple(images.shape)} instead."
-        )
-    return images
-
-
-def _check_labels(labels: object, n: int, caller: str, param: str = "labels") -> Tensor:
-    if not isinstance(labels, Tensor):
-        raise SISTypeError(
-            f"The `{param}` parameter of {caller} must be a tensor. Got {type(labels).__name__} instead."
-        )
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise SISTypeError(
-            f"The `{param}` parameter of {caller} must be an integer tensor. Got dtype {labels.dtype} instead."
-        )
-    if labels.shape != (n,):
-        raise SISValueError(
-            f"The `{param}` parameter of {caller} must have shape ({n},), one label per image. "
-            f"Got shape {tuple(labels.shape)} instead."
-        )
-    if n and int(labels.min()) < 0:
-        raise SISValueError(f"The `{param}` parameter of {caller} must be non-negative. Got {int(labels.min())}.")
-    return labels.long()
-
-
-def _check_number(value: object, param: str, caller: str, *, low: float, low_open: bool, high: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise SISValueError(f"The `{param}` parameter of {caller} must be a finite number. Got {value!r} instead.")
-    v = float(value)
-    too_low = v <= low if low_open else v < low
-    if too_low or (high is not None and v > high):
-        interval = ("(" if low_open else "[") + f"{low:g}, " + (f"{high:g}]" if high is not None else "inf)")
-        raise SISValueError(f"The `{param}` parameter of {caller} must be in {interval}. Got {value!r} instead.")
-    return v
-
-
-def _warn_if_training(model: nn.Module, caller: str) -> None:
-    if any(m.training for m in model.modules()):
-        warnings.warn(
-            f"The model passed to {caller} is in training mode: dropout or batch-norm make its outputs random and "
-            "batch norm updates its running statistics. Call model.eval() first (sis_attr never changes your model).",
-            SISWarning,
-            stacklevel=3,
-        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -220,8 +148,8 @@ def random_crop_flip(
 def _as_tensor_pair(data: object, caller: str, param: str) -> tuple[Tensor, Tensor] | None:
     """``(images, labels)`` from a tuple/list (or :class:`~sis_attr.datasets.LabelledImages`), else ``None``."""
     if isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], Tensor):
-        images = _check_images(data[0], caller, param=f"{param}[0] (images)")
-        labels = _check_labels(data[1], images.shape[0], caller, param=f"{param}[1] (labels)")
+        images = format_images(data[0], caller, f"{param}[0] (images)", four_d=False)
+        labels = format_labels(data[1], images.shape[0], caller, param=f"{param}[1] (labels)")
         return images, labels
     return None
 
@@ -335,13 +263,13 @@ def train_classifier(
     True
     """
     caller = "train_classifier"
-    model = _check_model(model, caller)
-    n_epochs = _positive_int(epochs, "epochs", caller)
-    bs = _positive_int(batch_size, "batch_size", caller)
-    lr_ = _check_number(lr, "lr", caller, low=0.0, low_open=True, high=None)
-    momentum_ = _check_number(momentum, "momentum", caller, low=0.0, low_open=False, high=1.0)
-    wd = _check_number(weight_decay, "weight_decay", caller, low=0.0, low_open=False, high=None)
-    gamma_ = _check_number(gamma, "gamma", caller, low=0.0, low_open=True, high=None)
+    model = format_model(model, caller)
+    n_epochs = format_positive_int(epochs, "epochs", caller)
+    bs = format_positive_int(batch_size, "batch_size", caller)
+    lr_ = format_number(lr, "lr", caller, low=0.0, low_open=True, high=None)
+    momentum_ = format_number(momentum, "momentum", caller, low=0.0, low_open=False, high=1.0)
+    wd = format_number(weight_decay, "weight_decay", caller, low=0.0, low_open=False, high=None)
+    gamma_ = format_number(gamma, "gamma", caller, low=0.0, low_open=True, high=None)
     if nesterov and momentum_ == 0.0:
         raise SISValueError(f"The `momentum` parameter of {caller} must be positive when `nesterov=True`. Got 0.")
     milestone_epochs = _milestone_epochs(milestones, n_epochs, caller)
@@ -371,7 +299,7 @@ def train_classifier(
                 f"Got {type(validation_data).__name__} instead."
             )
 
-    target_device = torch.device(device) if device is not None else _module_device(model)
+    target_device = torch.device(device) if device is not None else model_device(model)
     if device is not None:
         model.to(target_device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr_, momentum=momentum_, nesterov=nesterov, weight_decay=wd)
@@ -448,7 +376,7 @@ def train_classifier(
 
 @torch.no_grad()
 def _logits(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
-    device = _module_device(model)
+    device = model_device(model)
     chunks = [model(chunk.to(device)).to(images.device) for chunk in images.split(batch_size)]
     return torch.cat(chunks)
 
@@ -489,11 +417,11 @@ def evaluate_accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_si
     0.5
     """
     caller = "evaluate_accuracy"
-    model = _check_model(model, caller)
-    images = _check_images(images, caller)
-    labels = _check_labels(labels, images.shape[0], caller)
-    bs = _positive_int(batch_size, "batch_size", caller)
-    _warn_if_training(model, caller)
+    model = format_model(model, caller)
+    images = format_images(images, caller, four_d=False)
+    labels = format_labels(labels, images.shape[0], caller)
+    bs = format_positive_int(batch_size, "batch_size", caller)
+    warn_if_training(model, caller)
     return _accuracy(model, images, labels, bs)
 
 
@@ -524,10 +452,10 @@ def predict_proba(model: nn.Module, images: Tensor, batch_size: int = 256) -> Te
     (torch.Size([5, 3]), True)
     """
     caller = "predict_proba"
-    model = _check_model(model, caller)
-    images = _check_images(images, caller)
-    bs = _positive_int(batch_size, "batch_size", caller)
-    _warn_if_training(model, caller)
+    model = format_model(model, caller)
+    images = format_images(images, caller, four_d=False)
+    bs = format_positive_int(batch_size, "batch_size", caller)
+    warn_if_training(model, caller)
     logits = _logits(model, images, bs)
     if logits.dim() != 2:
         raise SISValueError(

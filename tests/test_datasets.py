@@ -216,7 +216,7 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         load_cifar10_batches(tmp_path, "valid")  # type: ignore[arg-type]
     with pytest.raises(
         SISValueError,
-        match=r"The `limit` parameter of load_cifar10_batches must be a positive integer\. Got 0 instead\.",
+        match=r"The `limit` parameter of load_cifar10_batches must be None or a positive integer\. Got 0 instead\.",
     ):
         load_cifar10_batches(tmp_path, limit=0)
     with pytest.raises(SISTypeError, match="`dtype`"):

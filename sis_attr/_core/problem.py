@@ -22,6 +22,7 @@ from sis_attr._core.validation import (
     format_baselines,
     format_feature_mask,
     format_inputs,
+    format_target,
 )
 from sis_attr.exceptions import SISTypeError, SISValueError
 
@@ -208,40 +209,5 @@ class SISProblem:
             else:
                 tgt = torch.zeros(self.batch, dtype=torch.long, device=self.device)
         else:
-            tgt = self._format_target(target, n_classes)
+            tgt = format_target(target, self.batch, n_classes, self.device, self.caller)
         return tgt, self.scorer(output, tgt)
-
-    def _format_target(self, target: object, n_classes: int | None) -> Tensor:
-        caller = self.caller
-        if isinstance(target, bool):
-            raise SISTypeError(f"The `target` parameter of {caller} must be an int, a list or a tensor. Got bool.")
-        if isinstance(target, int):
-            tgt = torch.full((self.batch,), target, dtype=torch.long, device=self.device)
-        elif isinstance(target, Tensor):
-            if target.is_floating_point() or target.dim() > 1:
-                raise SISValueError(
-                    f"The `target` parameter of {caller} must be a 0-d or 1-d integer tensor. "
-                    f"Got dtype {target.dtype} and shape {tuple(target.shape)} instead."
-                )
-            tgt = target.to(self.device, torch.long).reshape(-1)
-        elif isinstance(target, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in target):
-            tgt = torch.tensor(target, dtype=torch.long, device=self.device)
-        else:
-            raise SISTypeError(
-                f"The `target` parameter of {caller} must be None, an int, a list of ints or an integer tensor "
-                f"(tuple targets for multi-dimensional outputs are not supported: SIS scores a (batch, classes) "
-                f"output). Got {type(target).__name__} instead."
-            )
-        if tgt.numel() == 1:
-            tgt = tgt.expand(self.batch).clone()
-        if tgt.numel() != self.batch:
-            raise SISValueError(
-                f"The `target` parameter of {caller} must have one entry per example ({self.batch}). "
-                f"Got {tgt.numel()} entries instead."
-            )
-        if n_classes is not None and (int(tgt.min()) < 0 or int(tgt.max()) >= n_classes):
-            raise SISValueError(
-                f"The `target` parameter of {caller} must hold class indices in [0, {n_classes - 1}]. "
-                f"Got values from {int(tgt.min())} to {int(tgt.max())} instead."
-            )
-        return tgt

@@ -1,13 +1,16 @@
-"""Input validation shared by every public entry point.
+"""Every input check of :mod:`sis_attr`, in one module (scikit-learn keeps ``utils/validation.py``).
 
-Messages follow one form: what the parameter of which function must be, and what came instead.
+Public entry points call these once, at the door; inner code trusts what they return. Messages follow one
+form: what the parameter of which function must be, and what came instead ("The `threshold` parameter of
+audit must be in (0, 1]. Got 1.5 instead."). Verbs: ``format_*`` checks a value and returns it normalised,
+``check_*`` checks and returns nothing (or warns).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +21,8 @@ from sis_attr.exceptions import SISDeviceError, SISTypeError, SISValueError, SIS
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
 
-def _param_error(param: str, caller: str, expected: str, got: object) -> SISValueError:
+def param_error(param: str, caller: str, expected: str, got: object) -> SISValueError:
+    """The one message form: "The `param` parameter of caller must be expected. Got got instead."."""
     return SISValueError(f"The `{param}` parameter of {caller} must be {expected}. Got {got} instead.")
 
 
@@ -38,23 +42,23 @@ def format_inputs(inputs: object, caller: str) -> tuple[tuple[Tensor, ...], bool
     batch = tup[0].shape[0] if tup[0].dim() > 0 else None
     for i, t in enumerate(tup):
         if t.dim() == 0:
-            raise _param_error("inputs", caller, "tensors with a leading batch dimension", f"a 0-d tensor at {i}")
+            raise param_error("inputs", caller, "tensors with a leading batch dimension", f"a 0-d tensor at {i}")
         if t.shape[0] != batch:
             raise SISValueError(
                 f"The `inputs` parameter of {caller} must hold tensors with one batch size. "
                 f"Got batch sizes {[int(x.shape[0]) for x in tup]} instead."
             )
         if not t.is_floating_point():
-            raise _param_error("inputs", caller, "floating-point tensors", f"dtype {t.dtype} at position {i}")
+            raise param_error("inputs", caller, "floating-point tensors", f"dtype {t.dtype} at position {i}")
         if t.device != tup[0].device:
             raise SISDeviceError(
                 f"All tensors in `inputs` of {caller} must be on one device. "
                 f"Got {[str(x.device) for x in tup]} instead."
             )
         if not torch.isfinite(t).all():
-            raise _param_error("inputs", caller, "finite (no NaN or inf)", f"non-finite values in input {i}")
+            raise param_error("inputs", caller, "finite (no NaN or inf)", f"non-finite values in input {i}")
     if batch == 0:
-        raise _param_error("inputs", caller, "a non-empty batch", "a batch of 0 examples")
+        raise param_error("inputs", caller, "a non-empty batch", "a batch of 0 examples")
     return tup, is_tuple
 
 
@@ -66,7 +70,7 @@ def format_baselines(baselines: object, inputs: tuple[Tensor, ...], caller: str)
         items = [baselines] * len(inputs)
     elif isinstance(baselines, (tuple, list)):
         if len(baselines) != len(inputs):
-            raise _param_error(
+            raise param_error(
                 "baselines", caller, f"a tuple with one entry per input ({len(inputs)})", f"{len(baselines)} entries"
             )
         items = list(baselines)
@@ -99,7 +103,7 @@ def format_baselines(baselines: object, inputs: tuple[Tensor, ...], caller: str)
                     f"{tuple(x.shape)} (input {i}). Got shape {tuple(bt.shape)} instead."
                 ) from None
         if not torch.isfinite(full).all():
-            raise _param_error("baselines", caller, "finite (no NaN or inf)", f"non-finite values in baseline {i}")
+            raise param_error("baselines", caller, "finite (no NaN or inf)", f"non-finite values in baseline {i}")
         out.append(full)
     return tuple(out)
 
@@ -128,7 +132,7 @@ def format_feature_mask(feature_mask: object, inputs: tuple[Tensor, ...], caller
             f"Got {type(feature_mask).__name__} instead."
         )
     if len(masks) != len(inputs):
-        raise _param_error("feature_mask", caller, f"one mask per input ({len(inputs)})", f"{len(masks)} masks")
+        raise param_error("feature_mask", caller, f"one mask per input ({len(inputs)})", f"{len(masks)} masks")
     per_input = []
     per_example = False
     for i, (m, x) in enumerate(zip(masks, inputs, strict=True)):
@@ -137,7 +141,7 @@ def format_feature_mask(feature_mask: object, inputs: tuple[Tensor, ...], caller
                 f"The `feature_mask` parameter of {caller} must hold tensors. Got {type(m).__name__} at {i} instead."
             )
         if m.is_floating_point() or m.is_complex() or m.dtype == torch.bool:
-            raise _param_error("feature_mask", caller, "an integer tensor of group ids", f"dtype {m.dtype}")
+            raise param_error("feature_mask", caller, "an integer tensor of group ids", f"dtype {m.dtype}")
         if m.device != device:
             raise SISDeviceError(
                 f"The `feature_mask` of {caller} must be on the inputs' device ({device}). Got {m.device} instead."
@@ -166,7 +170,7 @@ def format_feature_mask(feature_mask: object, inputs: tuple[Tensor, ...], caller
     for r in range(rows):
         ids = torch.unique(flat[r])
         if int(ids[0]) < 0:
-            raise _param_error("feature_mask", caller, "made of non-negative group ids", f"id {int(ids[0])}")
+            raise param_error("feature_mask", caller, "made of non-negative group ids", f"id {int(ids[0])}")
         n = int(ids.numel())
         if int(ids[-1]) != n - 1:
             missing = sorted(set(range(int(ids[-1]) + 1)) - set(ids.tolist()))[:5]
@@ -181,19 +185,19 @@ def format_feature_mask(feature_mask: object, inputs: tuple[Tensor, ...], caller
     return flat, n_features
 
 
-def format_threshold(threshold: object, caller: str, *, probability: bool) -> float:
+def format_threshold(threshold: object, caller: str, *, probability: bool = True, param: str = "threshold") -> float:
+    """A finite number; in (0, 1] when it is a ``probability`` (the default softmax score)."""
+    if isinstance(threshold, Tensor) and threshold.numel() == 1 and not threshold.dtype == torch.bool:
+        threshold = float(threshold)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        if isinstance(threshold, Tensor) and threshold.numel() == 1:
-            threshold = float(threshold)
-        else:
-            raise SISTypeError(
-                f"The `threshold` parameter of {caller} must be a number. Got {type(threshold).__name__} instead."
-            )
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be a number. Got {type(threshold).__name__} instead."
+        )
     t = float(threshold)
     if probability and not (0.0 < t <= 1.0):
-        raise _param_error("threshold", caller, "in (0, 1]", t)
+        raise param_error(param, caller, "in (0, 1]", t)
     if not math.isfinite(t):
-        raise _param_error("threshold", caller, "finite", t)
+        raise param_error(param, caller, "finite", t)
     return t
 
 
@@ -206,12 +210,58 @@ def format_output_kind(output: object, caller: str) -> str:
     return str(output)
 
 
-def format_positive_int(value: object, param: str, caller: str, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
+def format_positive_int(value: object, param: str, caller: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise param_error(param, caller, "a positive integer", repr(value))
+    return int(value)
+
+
+def format_optional_positive_int(value: object, param: str, caller: str) -> int | None:
+    """None or a positive integer."""
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _param_error(param, caller, "a positive integer", repr(value))
+        raise param_error(param, caller, "None or a positive integer", repr(value))
     return int(value)
+
+
+def format_non_negative_int(value: object, param: str, caller: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise param_error(param, caller, "a non-negative integer", repr(value))
+    return int(value)
+
+
+def format_number(value: object, param: str, caller: str, *, low: float, low_open: bool, high: float | None) -> float:
+    """A finite number in ``(low, high]`` / ``[low, high]`` (``high=None``: no upper bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise param_error(param, caller, "a finite number", repr(value))
+    v = float(value)
+    too_low = v <= low if low_open else v < low
+    if too_low or (high is not None and v > high):
+        interval = ("(" if low_open else "[") + f"{low:g}, " + (f"{high:g}]" if high is not None else "inf)")
+        raise param_error(param, caller, f"in {interval}", repr(value))
+    return v
+
+
+def format_flag(value: object, param: str, caller: str) -> bool:
+    if not isinstance(value, bool):
+        raise SISTypeError(f"The `{param}` parameter of {caller} must be a bool. Got {type(value).__name__} instead.")
+    return value
+
+
+def format_string(value: object, param: str, caller: str) -> str:
+    if not isinstance(value, str):
+        raise SISTypeError(f"The `{param}` parameter of {caller} must be a string. Got {type(value).__name__} instead.")
+    return value
+
+
+def format_generator(generator: object, caller: str) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SISTypeError(
+            f"The `generator` parameter of {caller} must be None or a torch.Generator. "
+            f"Got {type(generator).__name__} instead."
+        )
+    return generator
 
 
 def resolve_batch_size(
@@ -227,9 +277,8 @@ def resolve_batch_size(
         ppe = format_positive_int(perturbations_per_eval, "perturbations_per_eval", caller)
         first = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
         n = int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
-        return int(ppe or 1) * n
-    bs = format_positive_int(default if batch_size is None else batch_size, "batch_size", caller)
-    return int(bs or default)
+        return ppe * n
+    return format_positive_int(default if batch_size is None else batch_size, "batch_size", caller)
 
 
 def format_additional_args(additional_forward_args: object) -> tuple[Any, ...]:
@@ -260,10 +309,169 @@ def check_model(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], ca
                 f"The model passed to {caller} is on {param.device} but the inputs are on {inputs[0].device}. "
                 "Move the inputs (and baselines, masks) to the model's device."
             )
-        if any(m.training and _is_stochastic_in_training(m) for m in forward_func.modules()):
-            warnings.warn(
-                f"The model passed to {caller} is in training mode: dropout or batch-norm statistics make its "
-                "scores random and SIS meaningless. Call model.eval() first (sis_attr never changes your model).",
-                SISWarning,
-                stacklevel=3,
+        warn_if_training(forward_func, caller, stacklevel=4)
+
+
+def format_target(target: object, batch: int, n_classes: int | None, device: torch.device, caller: str) -> Tensor:
+    """Class per example as an int64 ``(batch,)`` tensor on ``device`` (None is resolved by the caller)."""
+    if isinstance(target, bool):
+        raise SISTypeError(f"The `target` parameter of {caller} must be an int, a list or a tensor. Got bool.")
+    if isinstance(target, int):
+        tgt = torch.full((batch,), target, dtype=torch.long, device=device)
+    elif isinstance(target, Tensor):
+        if target.is_floating_point() or target.dim() > 1:
+            raise SISValueError(
+                f"The `target` parameter of {caller} must be a 0-d or 1-d integer tensor. "
+                f"Got dtype {target.dtype} and shape {tuple(target.shape)} instead."
             )
+        tgt = target.to(device, torch.long).reshape(-1)
+    elif isinstance(target, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+        tgt = torch.tensor(target, dtype=torch.long, device=device)
+    else:
+        raise SISTypeError(
+            f"The `target` parameter of {caller} must be None, an int, a list of ints or an integer tensor "
+            f"(tuple targets for multi-dimensional outputs are not supported: SIS scores a (batch, classes) "
+            f"output). Got {type(target).__name__} instead."
+        )
+    if tgt.numel() == 1:
+        tgt = tgt.expand(batch).clone()
+    if tgt.numel() != batch:
+        raise SISValueError(
+            f"The `target` parameter of {caller} must have one entry per example ({batch}). "
+            f"Got {tgt.numel()} entries instead."
+        )
+    if int(tgt.min()) < 0:
+        raise param_error("target", caller, "made of non-negative class indices", f"the value {int(tgt.min())}")
+    if n_classes is not None and int(tgt.max()) >= n_classes:
+        raise SISValueError(
+            f"The `target` parameter of {caller} must hold class indices in [0, {n_classes - 1}]. "
+            f"Got values from {int(tgt.min())} to {int(tgt.max())} instead."
+        )
+    return tgt
+
+
+def format_images(images: object, caller: str, param: str = "images", *, four_d: bool = True) -> Tensor:
+    """A non-empty, finite, floating-point batch: ``(N, C, H, W)``, or any ``(N, ...)`` with ``four_d=False``."""
+    shape = "(N, C, H, W)" if four_d else "(N, ...)"
+    if not isinstance(images, Tensor):
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be a float tensor of shape {shape}. "
+            f"Got {type(images).__name__} instead."
+        )
+    if images.dim() != 4 if four_d else images.dim() < 2:
+        raise param_error(param, caller, f"a tensor of shape {shape}", f"shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be a floating-point tensor (convert uint8 images with "
+            f"`images.float() / 255`). Got dtype {images.dtype} instead."
+        )
+    if images.shape[0] == 0:
+        raise param_error(param, caller, "a non-empty batch of images", "0 images")
+    if not torch.isfinite(images).all():
+        raise param_error(param, caller, "finite (no NaN or inf)", "non-finite values")
+    return images
+
+
+def format_labels(labels: object, n: int, caller: str, param: str = "labels") -> Tensor:
+    """Check ``labels`` is a 1-d integer tensor (or sequence of ints) with ``n`` entries; return int64 on CPU."""
+    if isinstance(labels, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+        labels = torch.tensor(list(labels), dtype=torch.long)
+    if not isinstance(labels, Tensor):
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be a 1-d integer tensor of class indices. "
+            f"Got {type(labels).__name__} instead."
+        )
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be an integer tensor of class indices. "
+            f"Got dtype {labels.dtype} instead."
+        )
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise param_error(param, caller, f"of shape ({n},), one label per image", f"shape {tuple(labels.shape)}")
+    labels = labels.detach().to("cpu", torch.long)
+    if n and int(labels.min()) < 0:
+        raise param_error(param, caller, "made of non-negative class indices", f"the value {int(labels.min())}")
+    return labels
+
+
+def check_label_range(labels: Tensor, n_classes: int, caller: str, param: str = "labels") -> None:
+    """Labels must be valid class indices of a model with ``n_classes`` outputs."""
+    if labels.numel() and int(labels.max()) >= n_classes:
+        raise param_error(
+            param,
+            caller,
+            f"made of class indices in [0, {n_classes - 1}] (the model has {n_classes} outputs)",
+            f"the value {int(labels.max())}",
+        )
+
+
+def format_fraction(fraction: object, caller: str) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise SISTypeError(
+            f"The `fraction` parameter of {caller} must be a number in (0, 1]. Got {type(fraction).__name__} instead."
+        )
+    f = float(fraction)
+    if not (0.0 < f <= 1.0):
+        raise param_error("fraction", caller, "in (0, 1]", fraction)
+    return f
+
+
+def format_probability_thresholds(thresholds: object, caller: str) -> tuple[float, ...]:
+    """A non-empty sequence of numbers in (0, 1], returned sorted and de-duplicated."""
+    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
+        thresholds = (thresholds,)
+    if not isinstance(thresholds, Sequence) or isinstance(thresholds, str) or len(thresholds) == 0:
+        raise SISTypeError(
+            f"The `thresholds` parameter of {caller} must be a non-empty sequence of numbers in (0, 1]. "
+            f"Got {thresholds!r} instead."
+        )
+    out = []
+    for t in thresholds:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0.0 < float(t) <= 1.0):
+            raise param_error("thresholds", caller, "a sequence of numbers in (0, 1]", f"the entry {t!r}")
+        out.append(float(t))
+    return tuple(sorted(set(out)))
+
+
+def format_model(model: object, caller: str, param: str = "model") -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be a torch.nn.Module. Got {type(model).__name__} instead."
+        )
+    return model
+
+
+def format_named(mapping: object, caller: str, param: str, kind: str) -> dict[str, Any]:
+    """A non-empty mapping with string keys."""
+    if not isinstance(mapping, Mapping) or len(mapping) == 0:
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be a non-empty dict mapping names to {kind}. "
+            f"Got {type(mapping).__name__ if not isinstance(mapping, Mapping) else 'an empty mapping'} instead."
+        )
+    for key in mapping:
+        if not isinstance(key, str):
+            raise SISTypeError(
+                f"The `{param}` parameter of {caller} must have string keys (names). Got the key {key!r} instead."
+            )
+    return dict(mapping)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (or buffer); the CPU for a model without either."""
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
+    return torch.device("cpu")
+
+
+def warn_if_training(model: nn.Module, caller: str, stacklevel: int = 3) -> None:
+    """The one training-mode warning: a dropout or batch-norm layer in training mode (never changes the model)."""
+    if any(m.training and _is_stochastic_in_training(m) for m in model.modules()):
+        warnings.warn(
+            f"The model passed to {caller} is in training mode: dropout or batch-norm make its outputs random "
+            "(and batch norm updates its running statistics). Call model.eval() first (sis_attr never changes "
+            "your model).",
+            SISWarning,
+            stacklevel=stacklevel,
+        )

@@ -11,16 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.overinterpretation._common import (
+from sis_attr._core.validation import (
     check_label_range,
-    format_batch_size,
     format_images,
     format_labels,
     format_model,
+    format_positive_int,
+    warn_if_training,
+)
+from sis_attr.exceptions import SISTypeError, SISValueError
+from sis_attr.overinterpretation._common import (
     predict_probabilities,
     to_float,
-    warn_if_training,
 )
 from sis_attr.overinterpretation.subsets import PixelSubsetDataset
 
@@ -156,7 +158,7 @@ def subset_accuracy(
     model = format_model(model, caller)
     images = format_images(images, caller)
     lab = format_labels(labels, int(images.shape[0]), caller)
-    batch_size = format_batch_size(batch_size, caller)
+    batch_size = format_positive_int(batch_size, "batch_size", caller)
     subs = {
         name: None if ds is None else _subset_images(ds, images, caller, name)
         for name, ds in (("backselect", backselect), ("random", random))

@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
+from sis_attr._core.validation import (
+    format_images,
+    format_model,
+    format_positive_int,
+    warn_if_training,
+)
 from sis_attr.exceptions import SISTypeError, SISValueError
 from sis_attr.overinterpretation._common import (
     float_list,
-    format_batch_size,
-    format_images,
-    format_model,
     predict_probabilities,
-    warn_if_training,
 )
 from sis_attr.overinterpretation.subsets import PixelSubsetDataset
 
@@ -148,7 +150,7 @@ def confidence_drop(
             f"The `subsets` parameter of {caller} must hold one subset per image, of the images' shape "
             f"{tuple(images.shape)}. Got shape {tuple(sub.shape)} instead."
         )
-    batch_size = format_batch_size(batch_size, caller)
+    batch_size = format_positive_int(batch_size, "batch_size", caller)
     warn_if_training(model, caller)
     full = predict_probabilities(model, images, caller, batch_size=batch_size)
     part = predict_probabilities(model, sub, caller, batch_size=batch_size)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from sis_attr._core.validation import format_fraction, format_threshold
 from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.overinterpretation._common import format_fraction, format_threshold, to_float
+from sis_attr.overinterpretation._common import to_float
 from sis_attr.overinterpretation.selection import SelectionResult
 from sis_attr.overinterpretation.subsets import PixelSubsetDataset
 

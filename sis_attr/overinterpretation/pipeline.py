@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
-from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.overinterpretation._common import (
-    dataset_tensors,
+from sis_attr._core.validation import (
     format_fraction,
     format_images,
     format_labels,
@@ -29,6 +27,10 @@ from sis_attr.overinterpretation._common import (
     format_threshold,
     model_device,
     param_error,
+)
+from sis_attr.exceptions import SISTypeError, SISValueError
+from sis_attr.overinterpretation._common import (
+    dataset_tensors,
     predict_probabilities,
 )
 from sis_attr.overinterpretation.accuracy import subset_accuracy

@@ -16,14 +16,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from sis_attr._core.validation import (
+    check_label_range,
+    format_named,
+    format_positive_int,
+    param_error,
+)
 from sis_attr._progress import progress_bar
 from sis_attr.exceptions import SISTypeError, SISValueError
 from sis_attr.overinterpretation._common import (
-    check_label_range,
     dataset_tensors,
-    format_batch_size,
-    format_named,
-    param_error,
     predict_probabilities,
     to_float,
 )
@@ -218,7 +220,7 @@ def retraining_gap(
         raise param_error("seeds", caller, "a non-empty sequence of integers", repr(seeds))
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise param_error("seeds", caller, "a sequence of integers", repr(list(seeds)))
-    batch_size = format_batch_size(batch_size, caller)
+    batch_size = format_positive_int(batch_size, "batch_size", caller)
     dev = torch.device(device) if device is not None else None
     if trainer is None:
         n_epochs = PAPER_EPOCHS if epochs is None else epochs

@@ -19,20 +19,22 @@ import torch
 from torch import Tensor, nn
 
 from sis_attr._core.results import BackSelectRecord
-from sis_attr._progress import progress_bar
-from sis_attr.exceptions import SISTypeError, SISValueError, UninformativeBaselineWarning
-from sis_attr.overinterpretation._common import (
+from sis_attr._core.validation import (
     check_label_range,
-    format_batch_size,
     format_fraction,
     format_images,
     format_model,
+    format_positive_int,
     format_threshold,
     model_device,
     param_error,
+    warn_if_training,
+)
+from sis_attr._progress import progress_bar
+from sis_attr.exceptions import SISTypeError, SISValueError, UninformativeBaselineWarning
+from sis_attr.overinterpretation._common import (
     predict_probabilities,
     subset_size,
-    warn_if_training,
 )
 
 if TYPE_CHECKING:
@@ -459,8 +461,8 @@ def backward_selection(
             f'The `k` and `shortlist` parameters of {caller} apply to method="gradient" only. Got k={k!r}, '
             f'shortlist={shortlist!r} with method="exact"; drop them or use method="gradient".'
         )
-    batch_size = format_batch_size(batch_size, caller)
-    chunk_size = format_batch_size(chunk_size, caller, "chunk_size")
+    batch_size = format_positive_int(batch_size, "batch_size", caller)
+    chunk_size = format_positive_int(chunk_size, "chunk_size", caller)
     n = int(images.shape[0])
     image_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
     fmask = _format_feature_mask(feature_mask, image_shape, caller)

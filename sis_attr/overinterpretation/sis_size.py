@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.overinterpretation._common import (
-    float_list,
+from sis_attr._core.validation import (
     format_labels,
     format_named,
     format_probability_thresholds,
+)
+from sis_attr.exceptions import SISTypeError, SISValueError
+from sis_attr.overinterpretation._common import (
+    float_list,
     mean_ci,
     to_float,
 )

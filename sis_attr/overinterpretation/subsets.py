@@ -13,14 +13,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from sis_attr.datasets import TensorImageDataset
-from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.overinterpretation._common import (
+from sis_attr._core.validation import (
     format_fraction,
     format_images,
     format_labels,
     param_error,
 )
+from sis_attr.datasets import TensorImageDataset
+from sis_attr.exceptions import SISTypeError, SISValueError
 from sis_attr.overinterpretation._common import subset_size as _subset_size
 from sis_attr.overinterpretation.selection import SelectionResult, _format_feature_mask
 

@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from sis_attr.exceptions import SISValueError
-from sis_attr.overinterpretation._common import (
+from sis_attr._core.validation import (
     check_label_range,
-    dataset_tensors,
-    format_batch_size,
     format_labels,
     format_model,
     format_named,
-    predict_probabilities,
+    format_positive_int,
     warn_if_training,
+)
+from sis_attr.exceptions import SISValueError
+from sis_attr.overinterpretation._common import (
+    dataset_tensors,
+    predict_probabilities,
 )
 
 if TYPE_CHECKING:
@@ -150,7 +152,7 @@ def transfer_matrix(
     for name, m in mods.items():
         format_model(m, caller, param=f"models['{name}']")
     subs = format_named(subsets, caller, "subsets", "PixelSubsetDataset objects")
-    batch_size = format_batch_size(batch_size, caller)
+    batch_size = format_positive_int(batch_size, "batch_size", caller)
     data = {name: dataset_tensors(ds, caller, f"subsets['{name}']") for name, ds in subs.items()}
     if labels is not None:
         sizes = {name: int(x.shape[0]) for name, (x, _) in data.items()}
