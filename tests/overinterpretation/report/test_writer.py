@@ -1,16 +1,17 @@
-"""Tests for sis_attr.overinterpretation.report: summaries, JSON, figures, HTML escaping and safe writing."""
+"""Tests for sis_attr.overinterpretation.report.writer: complete directories, safe replacement, no computation."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import re
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+import sis_attr.overinterpretation.sis_size as sis_size
 from sis_attr.exceptions import SISError, SISTypeError
 from sis_attr.overinterpretation import SelectionResult
 from sis_attr.overinterpretation.pipeline import audit
@@ -18,39 +19,12 @@ from sis_attr.overinterpretation.report import (
     AuditReport,
     ReportWriteError,
     check_output_directory,
-    compare_summary,
+    figures,
     save_comparison,
+    writer,
 )
-from tests.overinterpretation.test_pipeline import MarkReader, marked_digits
-
-EVIL = '<script>alert("x")</script>'
-
-
-@pytest.fixture(scope="module")
-def report() -> AuditReport:
-    d = marked_digits(10)
-    names = (EVIL, "b&c", "$x$ <i>", *(str(i) for i in range(3, 10)))
-    return audit(MarkReader().eval(), (d.images, d.labels, names), name=f"model {EVIL} $\\frac$ $", show_progress=False)
-
-
-@pytest.fixture(scope="module")
-def other() -> AuditReport:
-    d = marked_digits(6)
-    linear = torch.nn.Linear(64, 10)
-    torch.nn.init.normal_(linear.weight, std=0.5, generator=torch.Generator().manual_seed(0))
-    model = torch.nn.Sequential(torch.nn.Flatten(), linear).eval()
-    return audit(model, d, threshold=0.5, name="linear", show_progress=False, n_examples=3)
-
-
-def referenced_files(index: Path) -> list[str]:
-    text = index.read_text(encoding="utf-8")
-    return re.findall(r'(?:src|href)="([^"]+)"', text)
-
-
-def no_staging_left(root: Path) -> bool:
-    return not any(".sis-attr-" in p.name and p.name != ".sis-attr-report" for p in root.rglob("*")) and not any(
-        "sis-attr-staging" in p.name for p in root.parent.iterdir()
-    )
+from tests.overinterpretation.report.helpers import no_staging_left, referenced_files, with_curve
+from tests.overinterpretation.test_pipeline import marked_digits
 
 
 def test_save_writes_a_complete_report(report: AuditReport, tmp_path: Path) -> None:
@@ -60,6 +34,7 @@ def test_save_writes_a_complete_report(report: AuditReport, tmp_path: Path) -> N
     refs = referenced_files(index)
     pngs = [r for r in refs if r.endswith(".png")]
     assert "figures/examples.png" in pngs and "figures/sis_heatmap.png" in pngs and len(pngs) >= 5
+    assert "figures/sis_size_curve.png" not in pngs  # the report holds no curve: that figure is left out
     for ref in refs:
         assert (out / ref).is_file(), ref
     for png in pngs:
@@ -75,25 +50,36 @@ def test_save_writes_a_complete_report(report: AuditReport, tmp_path: Path) -> N
     assert (out.stat().st_mode & 0o777) == (0o777 & ~umask)
 
 
-def test_html_escapes_names_from_data_and_models(report: AuditReport, tmp_path: Path) -> None:
-    index = report.save(tmp_path / "r")
-    text = index.read_text(encoding="utf-8")
-    assert EVIL not in text and "<i>" not in text
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
-    assert "b&amp;c" in text
-    assert text.count("<script") == 0
+def test_save_report_is_the_work_of_save(report_with_curve: AuditReport, tmp_path: Path) -> None:
+    index = writer.save_report(report_with_curve, tmp_path / "r")
+    assert "figures/sis_size_curve.png" in referenced_files(index)
+    with pytest.raises(SISTypeError, match="must be an AuditReport"):
+        writer.save_report("report", tmp_path / "s")  # type: ignore[arg-type]
 
 
-def test_summary_and_comparison_text(report: AuditReport, other: AuditReport) -> None:
-    table = compare_summary({"marks": report, "linear": other})
-    lines = table.splitlines()
-    assert lines[0] == "Overinterpretation audit: comparison"
-    assert "marks" in lines[1] and "linear" in lines[1]
-    assert any(line.strip().startswith("mean SIS size @ 0.99") for line in lines)
-    with pytest.raises(SISTypeError):
-        compare_summary({})
-    with pytest.raises(SISTypeError):
-        compare_summary({"a": 1})  # type: ignore[dict-item]
+def test_save_computes_nothing_and_runs_no_model(
+    report_with_curve: AuditReport, other: AuditReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_with_curve = with_curve(other)  # computed before the analyses are forbidden
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rendering must not compute")
+
+    monkeypatch.setattr(sis_size, "mean_sis_size_curve", forbidden)
+    monkeypatch.setattr(sis_size, "sis_size_statistics", forbidden)
+    for module in (figures, writer):  # any name a rendering module might have bound
+        for name in ("mean_sis_size_curve", "sis_size_statistics"):
+            monkeypatch.setattr(module, name, forbidden, raising=False)
+    monkeypatch.setattr(SelectionResult, "sis_sizes", forbidden)
+    monkeypatch.setattr(SelectionResult, "sis_masks", forbidden)
+    monkeypatch.setattr(torch.nn.Module, "__call__", forbidden)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        index = report_with_curve.save(tmp_path / "r")
+        cmp_index = save_comparison({"a": report_with_curve, "b": other_with_curve}, tmp_path / "c")
+    assert "figures/sis_size_curve.png" in referenced_files(index)
+    assert (tmp_path / "r" / "figures" / "sis_size_curve.png").is_file()
+    assert "figures/sis_size_curve.png" in referenced_files(cmp_index)
 
 
 def test_save_comparison(report: AuditReport, other: AuditReport, tmp_path: Path) -> None:
@@ -103,6 +89,7 @@ def test_save_comparison(report: AuditReport, other: AuditReport, tmp_path: Path
     assert "T &lt;1&gt;" in text and "x &amp; y" in text
     refs = referenced_files(index)
     assert "a-b/index.html" in refs and "a-b-2/index.html" in refs  # distinct directories for similar names
+    assert "figures/sis_size_curve.png" not in refs  # drawn only when every report holds its curve
     for ref in refs:
         assert (out / ref).is_file(), ref
     for sub in ("a-b", "a-b-2"):
@@ -112,6 +99,12 @@ def test_save_comparison(report: AuditReport, other: AuditReport, tmp_path: Path
     assert set(payload["models"]) == {"a b", "a-b"}
     assert payload["models"]["a b"]["mean_sis_size"] == 1.0
     assert no_staging_left(out)
+
+
+def test_save_comparison_with_curves(report_with_curve: AuditReport, other: AuditReport, tmp_path: Path) -> None:
+    index = save_comparison({"a": report_with_curve, "b": with_curve(other)}, tmp_path / "c")
+    assert "figures/sis_size_curve.png" in referenced_files(index)
+    assert "figures/sis_size_curve.png" in referenced_files(tmp_path / "c" / "a" / "index.html")
 
 
 def test_save_replaces_an_earlier_report_and_keeps_other_files(report: AuditReport, tmp_path: Path) -> None:
@@ -144,13 +137,13 @@ def test_foreign_directory_is_never_replaced(report: AuditReport, tmp_path: Path
 def test_failure_while_writing_leaves_nothing_that_looks_complete(
     report: AuditReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: AuditReport) -> list[object]:
-        def boom() -> None:
-            raise RuntimeError("disk on fire")
+    def boom() -> None:
+        raise RuntimeError("disk on fire")
 
-        return [("a.png", "caption", boom)]
+    def broken(report: AuditReport) -> list[figures.FigureSpec]:
+        return [figures.FigureSpec("a.png", "caption", boom)]  # type: ignore[arg-type]
 
-    monkeypatch.setattr(AuditReport, "_figures", broken)
+    monkeypatch.setattr(figures, "report_figures", broken)
     out = tmp_path / "new"
     with pytest.raises(RuntimeError, match="disk on fire"):
         report.save(out)
@@ -160,7 +153,7 @@ def test_failure_while_writing_leaves_nothing_that_looks_complete(
     monkeypatch.undo()
     report.save(out)
     before = (out / "report.json").read_text()
-    monkeypatch.setattr(AuditReport, "_figures", broken)
+    monkeypatch.setattr(figures, "report_figures", broken)
     with pytest.raises(RuntimeError):
         dataclasses.replace(report, name="changed").save(out)
     assert (out / "index.html").is_file() and (out / "report.json").read_text() == before

@@ -1,0 +1,37 @@
+"""The audit report: every number of an overinterpretation audit, a plain-text summary, JSON, figures and HTML.
+
+:class:`AuditReport` (returned by :func:`~sis_attr.overinterpretation.audit`) holds the result of each
+single-model analysis. :meth:`AuditReport.save` writes a self-contained directory::
+
+    report.json        every number (settings, accuracies, SIS sizes, confidence drops, heatmaps, examples)
+    selection.pt       the backward-selection records (SelectionResult.load reads it back)
+    figures/*.png      one figure per analysis (matplotlib, Agg backend, no display needed)
+    index.html         the figures and tables in one page, including example images beside their SIS
+
+:func:`save_comparison` writes several reports side by side (one sub-directory each, plus a page comparing
+them). Nothing half-written looks complete: files are written to a hidden staging directory and moved into
+place at the end, ``index.html`` last. Pages are rendered from jinja2 templates with autoescape, so every
+string that comes from data, labels or models is HTML-escaped. Rendering computes nothing.
+
+Modules, each importing only those above it:
+
+* :mod:`.results`: :class:`SISExamples`, :class:`AuditReport`, :func:`compare_summary` (data and text).
+* :mod:`.figures`: the matplotlib figures, drawn from results.
+* :mod:`.html` and ``templates/*.html.jinja``: the pages.
+* :mod:`.writer`: :func:`check_output_directory`, :func:`save_comparison`, the staged writing.
+"""
+
+from __future__ import annotations
+
+from sis_attr.exceptions import ReportWriteError
+from sis_attr.overinterpretation.report.results import AuditReport, SISExamples, compare_summary
+from sis_attr.overinterpretation.report.writer import check_output_directory, save_comparison
+
+__all__ = [
+    "AuditReport",
+    "ReportWriteError",
+    "SISExamples",
+    "check_output_directory",
+    "compare_summary",
+    "save_comparison",
+]

@@ -1,0 +1,506 @@
+"""The results of an audit: :class:`SISExamples`, :class:`AuditReport` and their plain-text comparison.
+
+These are plain data with headline numbers, a text summary and ``to_dict()``. Drawing and writing live in
+:mod:`.figures`, :mod:`.html` and :mod:`.writer`, which import this module; :meth:`SISExamples.plot` and
+:meth:`AuditReport.save` reach them only inside the method, so this module never imports them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from sis_attr.exceptions import SISTypeError
+from sis_attr.overinterpretation.accuracy import SubsetAccuracy
+from sis_attr.overinterpretation.confidence import ConfidenceDrop
+from sis_attr.overinterpretation.heatmap import LocationHeatmap
+from sis_attr.overinterpretation.report._format import class_name, fmt_num, fmt_pct, json_safe
+from sis_attr.overinterpretation.selection import SelectionResult
+from sis_attr.overinterpretation.sis_size import MeanSISSizeCurve, SISSizeStatistics
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["AuditReport", "SISExamples", "compare_summary"]
+
+
+@dataclass(frozen=True, eq=False)
+class SISExamples:
+    """Example images beside their sufficient input subsets (the paper's Figure 1).
+
+    Attributes
+    ----------
+    indices : tuple of int
+        Positions of the examples in the audited data.
+    images : Tensor
+        ``(n, C, H, W)`` original images.
+    sis_images : Tensor
+        ``(n, C, H, W)``: the images with every feature outside the SIS set to the baseline (what the model
+        classifies with at least ``threshold`` confidence).
+    sis_masks : Tensor
+        Bool ``(n, H, W)``: True on the SIS pixels (any channel).
+    labels, predictions : tuple of int
+        True label and predicted class (the class the SIS explains).
+    confidences : tuple of float
+        Confidence of the predicted class on the full image.
+    sis_confidences : tuple of float
+        Confidence of the same class on the SIS alone.
+    sis_sizes : tuple of int
+        SIS size in features.
+    threshold : float
+    class_names : tuple of str
+    """
+
+    indices: tuple[int, ...]
+    images: Tensor
+    sis_images: Tensor
+    sis_masks: Tensor
+    labels: tuple[int, ...]
+    predictions: tuple[int, ...]
+    confidences: tuple[float, ...]
+    sis_confidences: tuple[float, ...]
+    sis_sizes: tuple[int, ...]
+    threshold: float
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Threshold and, per example, index, label, target, confidence and SIS as JSON-compatible values."""
+        return {
+            "threshold": self.threshold,
+            "examples": [
+                {
+                    "index": i,
+                    "label": lab,
+                    "label_name": class_name(self.class_names, lab),
+                    "prediction": pred,
+                    "prediction_name": class_name(self.class_names, pred),
+                    "confidence": conf,
+                    "sis_confidence": sconf,
+                    "sis_size": size,
+                    "sis_mask": self.sis_masks[j].int().tolist(),
+                }
+                for j, (i, lab, pred, conf, sconf, size) in enumerate(
+                    zip(
+                        self.indices,
+                        self.labels,
+                        self.predictions,
+                        self.confidences,
+                        self.sis_confidences,
+                        self.sis_sizes,
+                        strict=True,
+                    )
+                )
+            ],
+        }
+
+    def plot(self, ax: Axes | Any | None = None, *, fig: Figure | None = None) -> np.ndarray:
+        """Grid of the examples: the image, the SIS alone, and the SIS location (red) over the faded image.
+
+        One column per example and three rows (image, SIS only, SIS location).
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or array-like of Axes, optional
+            Where to draw: None makes a new pyplot figure; a 2-D array-like of ``(3, n)`` Axes is drawn into as
+            is; a single Axes has its area divided into the ``3 x n`` grid (the Axes itself is removed).
+        fig : matplotlib Figure, optional
+            Deprecated: draw on a whole figure. Use ``ax=`` instead (for instance ``ax=fig.subplots(3, n)``,
+            or ``ax=fig.add_subplot()`` to fill the figure). Removed in the next release.
+
+        Returns
+        -------
+        numpy.ndarray
+            The ``(3, n)`` array of Axes drawn on (``(3, 0)`` when there is no example: the figure then says so).
+
+        Raises
+        ------
+        SISValueError
+            If ``ax`` is an array of Axes of another shape than ``(3, n)``.
+        SISTypeError
+            If ``ax`` is neither None, an Axes nor an array of Axes.
+
+        Examples
+        --------
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> import torch
+        >>> from sis_attr.overinterpretation import audit
+        >>> from sis_attr.testing import TinyConvNet
+        >>> model = TinyConvNet(in_channels=1, classes=3)
+        >>> images = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> report = audit(model, (images, model(images).argmax(dim=1)), threshold=0.4, show_progress=False)
+        >>> n = len(report.examples)
+        >>> axes = report.examples.plot()
+        >>> axes.shape == (3, n)
+        True
+        >>> fig, grid = plt.subplots(3, n, figsize=(6, 4), squeeze=False)
+        >>> report.examples.plot(ax=grid)[0, 0] is grid[0, 0]
+        True
+        >>> fig = plt.figure()
+        >>> report.examples.plot(ax=fig.add_subplot(1, 2, 2)).shape == (3, n)
+        True
+        >>> plt.close("all")
+        """
+        from matplotlib.figure import Figure as _Figure
+
+        if isinstance(ax, _Figure):  # the old positional form plot(fig)
+            fig, ax = ax, None
+        if fig is not None:
+            warnings.warn(
+                "SISExamples.plot(fig=...) is deprecated and will be removed in the next release: use "
+                "SISExamples.plot(ax=fig.add_subplot()) to fill a figure, or pass a (3, n) array of Axes as ax=.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        from sis_attr.overinterpretation.report.figures import plot_examples
+
+        return plot_examples(self, ax, fig=fig)
+
+
+@dataclass(frozen=True, eq=False)
+class AuditReport:
+    """Every result of a single-model overinterpretation audit (from :func:`~sis_attr.overinterpretation.audit`).
+
+    Attributes
+    ----------
+    name : str
+        Name of the audited model (shown in summaries and pages).
+    selection : SelectionResult
+        Backward selection on every audited image (the records from which all SIS come).
+    sis_sizes : SISSizeStatistics
+        SIS sizes per threshold, correct vs misclassified images (Figures 5 and S3).
+    confidence : ConfidenceDrop
+        Confidence on full images minus on their backward-selection subsets (Section 4.1).
+    subset_accuracy : SubsetAccuracy
+        Accuracy on full images, backward-selection subsets and random subsets (Table 1).
+    heatmap : LocationHeatmap or None
+        Where the SIS pixels at ``threshold`` are (Figure 4); None when no image reaches ``threshold``.
+    subset_heatmap : LocationHeatmap
+        Where the pixels of the backward-selection subsets are (Figure 2).
+    examples : SISExamples
+        Example images beside their SIS (Figure 1).
+    labels : Tensor
+        ``(N,)`` true labels of the audited images.
+    threshold : float
+        The SIS confidence threshold.
+    fraction : float
+        Fraction of features kept in the pixel-subsets.
+    class_names : tuple of str
+    settings : dict
+        How the audit ran (method, baseline, feature grouping, seed...), for the record.
+    timings : dict of str to float
+        Seconds spent in each step.
+    metrics : dict of str to float
+        Extra fractions to show with the report, as percentages (for instance the accuracy on other data).
+    notes : tuple of str
+        Free-text lines shown with the report.
+    sis_size_curve : MeanSISSizeCurve or None
+        Mean SIS size against the threshold (Figure 6), computed by the audit; the report and comparison pages
+        draw it when present and leave that figure out when None (rendering never computes it).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import torch
+    >>> from sis_attr.overinterpretation.pipeline import audit
+    >>> from sis_attr.testing import TinyConvNet
+    >>> model = TinyConvNet(in_channels=1, classes=3)
+    >>> images = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    >>> report = audit(model, (images, model(images).argmax(dim=1)), threshold=0.4, show_progress=False)
+    >>> report.accuracy, report.n_features
+    (1.0, 16)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     index = report.save(Path(tmp) / "report")
+    ...     sorted(p.name for p in index.parent.iterdir() if not p.name.startswith("."))
+    ['figures', 'index.html', 'report.json', 'selection.pt']
+    >>> print(compare_summary({"a": report, "b": report}).splitlines()[3])  # doctest: +NORMALIZE_WHITESPACE
+      accuracy (full images)  100.0%  100.0%
+    """
+
+    name: str
+    selection: SelectionResult
+    sis_sizes: SISSizeStatistics
+    confidence: ConfidenceDrop
+    subset_accuracy: SubsetAccuracy
+    heatmap: LocationHeatmap | None
+    subset_heatmap: LocationHeatmap
+    examples: SISExamples
+    labels: Tensor
+    threshold: float
+    fraction: float
+    class_names: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    sis_size_curve: MeanSISSizeCurve | None = None
+
+    @property
+    def n_images(self) -> int:
+        """Number of audited images."""
+        return self.selection.n_images
+
+    @property
+    def n_features(self) -> int:
+        """Number of features (pixels or pixel blocks) per image."""
+        return self.selection.n_features
+
+    @property
+    def accuracy(self) -> float:
+        """Accuracy on the full images."""
+        return self.subset_accuracy.full
+
+    @property
+    def n_confident(self) -> int:
+        """Images whose confidence reaches ``threshold`` (those with an SIS)."""
+        return self.sis_sizes[self.threshold].n_images
+
+    @property
+    def mean_sis_size(self) -> float:
+        """Mean SIS size at ``threshold`` in features (NaN when no image reaches it)."""
+        return self.sis_sizes[self.threshold].mean_size
+
+    @property
+    def mean_sis_fraction(self) -> float:
+        """Mean SIS size at ``threshold`` as a fraction of the features."""
+        return self.sis_sizes[self.threshold].mean_fraction
+
+    @property
+    def subset_features(self) -> int:
+        """Features kept in each pixel-subset: ``ceil(fraction * n_features)``."""
+        return self.selection.subset_size(self.fraction)
+
+    def headline(self) -> dict[str, Any]:
+        """The headline numbers as a dict (fractions in [0, 1], sizes in features; NaN where undefined)."""
+        peak = None if self.heatmap is None else list(self.heatmap.peak())
+        return {
+            "name": self.name,
+            "n_images": self.n_images,
+            "n_features": self.n_features,
+            "threshold": self.threshold,
+            "accuracy": self.accuracy,
+            "confident_fraction": self.n_confident / self.n_images,
+            "mean_sis_size": self.mean_sis_size,
+            "mean_sis_fraction": self.mean_sis_fraction,
+            "fraction": self.fraction,
+            "backselect_subset_accuracy": self.subset_accuracy.backselect,
+            "random_subset_accuracy": self.subset_accuracy.random,
+            "mean_confidence_drop": self.confidence.mean,
+            "sis_location_peak": peak,
+            "metrics": dict(self.metrics),
+        }
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """(label, value) rows of the plain-text and HTML summaries (labels may start with spaces to indent)."""
+        t = self.threshold
+        st = self.sis_sizes[t]
+        c, h, w = self.selection.image_shape
+        feature_kind = self.settings.get("features", "features")
+        rows = [
+            ("images", f"{self.n_images} of {c}x{h}x{w}, {self.n_features} {feature_kind}"),
+            ("method", f"{self.selection.method} backward selection, baseline {self.settings.get('baseline', '?')}"),
+            ("accuracy (full images)", fmt_pct(self.accuracy)),
+            (f"confident (>= {t:g})", f"{self.n_confident} images ({fmt_pct(self.n_confident / self.n_images)})"),
+            (
+                f"mean SIS size @ {t:g}",
+                f"{fmt_num(st.mean_size, 1)} features ({fmt_pct(st.mean_fraction)} of the input)",
+            ),
+            (
+                "  correct / misclassified",
+                f"{fmt_num(st.mean_size_correct, 1)} / {fmt_num(st.mean_size_misclassified, 1)} features "
+                f"({st.n_correct} / {st.n_misclassified} images)",
+            ),
+            (
+                f"{self.fraction:.0%} subsets ({self.subset_features} feat.)",
+                f"accuracy {fmt_pct(self.subset_accuracy.backselect)} backward selection, "
+                f"{fmt_pct(self.subset_accuracy.random)} random (chance {fmt_pct(self.subset_accuracy.chance)})",
+            ),
+            (
+                "confidence drop (BS subsets)",
+                f"mean {self.confidence.mean:+.3f} (std {self.confidence.std:.3f}), "
+                f"same prediction {fmt_pct(self.confidence.agreement)}",
+            ),
+        ]
+        if self.heatmap is not None:
+            r, col = self.heatmap.peak()
+            freq = float(self.heatmap.frequency[r, col])
+            rows.append(("SIS location peak", f"row {r}, column {col} (in {fmt_pct(freq)} of the SIS)"))
+        sr, sc = self.subset_heatmap.peak()
+        rows.append(
+            (
+                "subset location peak",
+                f"row {sr}, column {sc} (in {fmt_pct(float(self.subset_heatmap.frequency[sr, sc]))} of the subsets)",
+            )
+        )
+        for key, value in self.metrics.items():
+            rows.append((key, fmt_pct(value)))
+        return rows
+
+    def summary(self) -> str:
+        """A plain-text table of the headline numbers (also ``str(report)``)."""
+        rows = self.summary_rows()
+        width = max(len(k) for k, _ in rows)
+        lines = [f"Overinterpretation audit: {self.name}"]
+        lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every number of the report as JSON-compatible values (NaN becomes None)."""
+        return json_safe(
+            {
+                "name": self.name,
+                "threshold": self.threshold,
+                "fraction": self.fraction,
+                "n_images": self.n_images,
+                "n_features": self.n_features,
+                "image_shape": list(self.selection.image_shape),
+                "class_names": list(self.class_names),
+                "accuracy": self.accuracy,
+                "n_confident": self.n_confident,
+                "mean_sis_size": self.mean_sis_size,
+                "mean_sis_fraction": self.mean_sis_fraction,
+                "subset_features": self.subset_features,
+                "settings": dict(self.settings),
+                "metrics": dict(self.metrics),
+                "notes": list(self.notes),
+                "timings_seconds": dict(self.timings),
+                "labels": self.labels,
+                "selection": self.selection.to_dict(),
+                "sis_sizes": self.sis_sizes.to_dict(),
+                "confidence_drop": self.confidence.to_dict(),
+                "subset_accuracy": self.subset_accuracy.to_dict(),
+                "sis_heatmap": None if self.heatmap is None else self.heatmap.to_dict(),
+                "subset_heatmap": self.subset_heatmap.to_dict(),
+                "examples": self.examples.to_dict(),
+                "sis_size_curve": None if self.sis_size_curve is None else self.sis_size_curve.to_dict(),
+            }
+        )
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the report (``report.json``, ``selection.pt``, ``figures/*.png``, ``index.html``).
+
+        The files are written to a hidden staging directory and moved into ``directory`` at the end, with
+        ``index.html`` last: an ``index.html`` in ``directory`` always belongs to a complete report. An existing
+        report in ``directory`` is replaced; other files there are left alone. Saving only draws and writes
+        what the report holds: it runs no model and computes no analysis again.
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+            Created (with its parents) if needed.
+
+        Returns
+        -------
+        pathlib.Path
+            The path of ``index.html``.
+
+        Raises
+        ------
+        ReportWriteError
+            If ``directory`` cannot be created or written (also an :class:`OSError`).
+        """
+        from sis_attr.overinterpretation.report.writer import write_report
+
+        return write_report(self, directory, caller="AuditReport.save")
+
+
+def check_reports(reports: object, caller: str) -> dict[str, AuditReport]:
+    """``reports`` as a dict, or :class:`SISTypeError` unless it is a non-empty mapping of names to reports."""
+    if not isinstance(reports, Mapping) or not reports:
+        raise SISTypeError(
+            f"The `reports` parameter of {caller} must be a non-empty dict mapping names to AuditReport objects. "
+            f"Got {type(reports).__name__ if not isinstance(reports, Mapping) else 'an empty mapping'} instead."
+        )
+    for key, value in reports.items():
+        if not isinstance(key, str) or not isinstance(value, AuditReport):
+            raise SISTypeError(
+                f"The `reports` parameter of {caller} must map names (str) to AuditReport objects. "
+                f"Got {type(key).__name__} -> {type(value).__name__} instead."
+            )
+    return dict(reports)
+
+
+def comparison_rows(reports: Mapping[str, AuditReport]) -> list[tuple[str, list[str]]]:
+    """(label, one cell per report) rows of the plain-text and HTML comparisons."""
+    first = next(iter(reports.values()))
+    t = first.threshold
+    rows: list[tuple[str, list[str]]] = [
+        ("images audited", [str(r.n_images) for r in reports.values()]),
+        ("accuracy (full images)", [fmt_pct(r.accuracy) for r in reports.values()]),
+        (f"confident (>= {t:g})", [fmt_pct(r.n_confident / r.n_images) for r in reports.values()]),
+        (
+            f"mean SIS size @ {t:g}",
+            [f"{fmt_num(r.mean_sis_size, 1)} ({fmt_pct(r.mean_sis_fraction)})" for r in reports.values()],
+        ),
+        (
+            f"accuracy on {first.fraction:.0%} BS subsets",
+            [fmt_pct(r.subset_accuracy.backselect) for r in reports.values()],
+        ),
+        (
+            f"accuracy on {first.fraction:.0%} random subsets",
+            [fmt_pct(r.subset_accuracy.random) for r in reports.values()],
+        ),
+        ("mean confidence drop (BS subsets)", [f"{r.confidence.mean:+.3f}" for r in reports.values()]),
+        (
+            "SIS location peak (row, col)",
+            [
+                "n/a"
+                if r.heatmap is None
+                else "({}, {}) {}".format(*r.heatmap.peak(), fmt_pct(float(r.heatmap.frequency[r.heatmap.peak()])))
+                for r in reports.values()
+            ],
+        ),
+    ]
+    keys: list[str] = []
+    for r in reports.values():
+        keys += [k for k in r.metrics if k not in keys]
+    for key in keys:
+        rows.append((key, [fmt_pct(r.metrics.get(key)) for r in reports.values()]))
+    return rows
+
+
+def compare_summary(reports: Mapping[str, AuditReport]) -> str:
+    """A plain-text table with one column per model.
+
+    Parameters
+    ----------
+    reports : dict of str to AuditReport
+        Column title -> report.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    SISTypeError
+        If ``reports`` is not a non-empty dict of names to :class:`AuditReport`.
+    """
+    reports = check_reports(reports, "compare_summary")
+    rows = comparison_rows(reports)
+    names = list(reports)
+    first_width = max(len(k) for k, _ in rows)
+    widths = [max(len(n), *(len(cells[i]) for _, cells in rows)) for i, n in enumerate(names)]
+    header = " " * (first_width + 2) + "".join("  " + n.rjust(w) for n, w in zip(names, widths, strict=True))
+    lines = ["Overinterpretation audit: comparison", header]
+    for key, cells in rows:
+        lines.append(
+            f"  {key.ljust(first_width)}" + "".join("  " + c.rjust(w) for c, w in zip(cells, widths, strict=True))
+        )
+    return "\n".join(lines)
