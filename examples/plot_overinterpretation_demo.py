@@ -120,8 +120,8 @@ fig.tight_layout()
 # -----------
 # Test digits beside their SIS (everything else set to the baseline, 0) and its location: the shortcut model
 # is 99% confident on one marked pixel.
-fig = shortcut.examples.plot()
-fig.set_size_inches(10, 4.4)
+fig = plt.figure(figsize=(10, 4.4))
+axes = shortcut.examples.plot(ax=fig.add_subplot())  # a (3, n) array of Axes: image, SIS only, SIS location
 
 # %%
 # Audit your own model
