@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
-import torch
 from torch import Tensor
 
 from sis_attr._compat import PerturbationAttribution, wrap_attribute
-from sis_attr._core.backselect import exact_backselect
-from sis_attr._core.problem import ScoreFunc, SISProblem
-from sis_attr._core.results import SISResult, cast_like, rank_maps
-from sis_attr._core.sis import compute_sis, make_records
-from sis_attr._core.validation import (
-    format_optional_positive_int,
-    format_output_kind,
-    format_threshold,
-    resolve_batch_size,
-)
+from sis_attr._core import methods
+from sis_attr._core.results import SISResult
+from sis_attr._core.scoring import ScoreFunc
 
 __all__ = ["SufficientInputSubsets"]
-
-OutputKind = Literal["rank", "keep_mask"]
 
 
 class SufficientInputSubsets(PerturbationAttribution):
@@ -97,8 +87,8 @@ class SufficientInputSubsets(PerturbationAttribution):
         additional_forward_args: object = None,
         feature_mask: object = None,
         *,
-        threshold: float,
-        output: OutputKind = "rank",
+        threshold: float | None = None,
+        output: methods.OutputKind = "rank",
         batch_size: int | None = None,
         perturbations_per_eval: int | None = None,
         show_progress: bool = False,
@@ -118,8 +108,9 @@ class SufficientInputSubsets(PerturbationAttribution):
         feature_mask : None, Tensor or tuple of Tensor, optional
             Integer group ids 0..n-1 (Captum convention), per example or shared; positions sharing an id are
             one feature (e.g. all channels of a pixel).
-        threshold : float
-            Confidence the SIS alone must reach, in (0, 1] for the default softmax score.
+        threshold : float, optional
+            Confidence the SIS alone must reach, in (0, 1] for the default softmax score. Required for
+            ``output="keep_mask"``; the rank map does not depend on it.
         output : {"rank", "keep_mask"}, default "rank"
             What to return: ranks 1..d (the last removed feature gets d; 0 for positions of absent features)
             or 1.0 on the SIS and 0.0 elsewhere (all zero where the input's confidence is below threshold).
@@ -136,21 +127,21 @@ class SufficientInputSubsets(PerturbationAttribution):
             Shaped and typed like ``inputs``.
         """
         caller = "SufficientInputSubsets.attribute"
-        format_output_kind(output, caller)
-        problem = self._problem(
-            inputs, baselines, target, additional_forward_args, feature_mask, batch_size, perturbations_per_eval, caller
+        method = methods.format_exact(batch_size, perturbations_per_eval, inputs, caller)
+        return methods.attribute(
+            method,
+            self.forward_func,
+            self.score_func,
+            inputs,
+            baselines,
+            target,
+            additional_forward_args,
+            feature_mask,
+            threshold=threshold,
+            output=output,
+            show_progress=show_progress,
+            caller=caller,
         )
-        format_threshold(threshold, caller, probability=problem.scorer.log_space)
-        if output == "rank":  # the rank map does not depend on the threshold: no FindSIS needed
-            examples = list(range(problem.batch))
-            idx = torch.arange(problem.batch, device=problem.device)
-            orders, values = exact_backselect(
-                problem, idx, problem.layout.initial_keep(), show_progress=show_progress, desc="SIS BackSelect"
-            )
-            maps = rank_maps(problem.layout, make_records(problem, examples, orders, values))
-        else:
-            maps = self._run(problem, threshold, False, None, show_progress, caller).keep_mask()
-        return cast_like(maps, problem.inputs, problem.is_tuple)
 
     def explain(
         self,
@@ -185,52 +176,19 @@ class SufficientInputSubsets(PerturbationAttribution):
         [0]
         """
         caller = "SufficientInputSubsets.explain"
-        problem = self._problem(
-            inputs, baselines, target, additional_forward_args, feature_mask, batch_size, perturbations_per_eval, caller
-        )
-        return self._run(problem, threshold, collection, max_sis, show_progress, caller)
-
-    def _problem(
-        self,
-        inputs: Tensor | tuple[Tensor, ...],
-        baselines: object,
-        target: object,
-        additional_forward_args: object,
-        feature_mask: object,
-        batch_size: int | None,
-        perturbations_per_eval: int | None,
-        caller: str,
-    ) -> SISProblem:
-        bs = resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=256)
-        return SISProblem(
+        method = methods.format_exact(batch_size, perturbations_per_eval, inputs, caller)
+        return methods.explain(
+            method,
             self.forward_func,
+            self.score_func,
             inputs,
             baselines,
             target,
             additional_forward_args,
             feature_mask,
-            score_func=self.score_func,
-            caller=caller,
-            batch_size=bs,
-        )
-
-    def _run(
-        self,
-        problem: SISProblem,
-        threshold: float,
-        collection: bool,
-        max_sis: int | None,
-        show_progress: bool,
-        caller: str,
-    ) -> SISResult:
-        t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-        max_n = format_optional_positive_int(max_sis, "max_sis", caller)
-        return compute_sis(
-            problem,
-            exact_backselect,
-            t,
+            threshold=threshold,
             collection=collection,
-            max_sis=max_n,
+            max_sis=max_sis,
             show_progress=show_progress,
-            method="SIS BackSelect",
+            caller=caller,
         )

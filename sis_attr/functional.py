@@ -12,21 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sis_attr._core.backselect import exact_backselect
-from sis_attr._core.gradient_backselect import (
-    AdaptiveK,
-    GradientBackSelect,
-    adaptive_threshold_space,
-    default_feature_mask,
-    resolve_generator,
-    resolve_k,
-    run_gradient_sis,
-)
-from sis_attr._core.problem import ScoreFunc, SISProblem
+from sis_attr._core import methods
 from sis_attr._core.results import BackSelectRecord, SISResult
-from sis_attr._core.sis import compute_sis, make_records
-from sis_attr._core.validation import format_optional_positive_int, format_positive_int, format_threshold
-from sis_attr.exceptions import SISTypeError
+from sis_attr._core.schedule import KSpec
+from sis_attr._core.scoring import ScoreFunc
 
 __all__ = [
     "backselect",
@@ -38,32 +27,6 @@ __all__ = [
 ]
 
 
-def _problem(
-    forward_func: Callable[..., Any],
-    inputs: Tensor | tuple[Tensor, ...],
-    baselines: object,
-    target: object,
-    additional_forward_args: object,
-    feature_mask: object,
-    score_func: ScoreFunc | None,
-    batch_size: int,
-    caller: str,
-) -> SISProblem:
-    bs = format_positive_int(batch_size, "batch_size", caller)
-    assert bs is not None
-    return SISProblem(
-        forward_func,
-        inputs,
-        baselines,
-        target,
-        additional_forward_args,
-        feature_mask,
-        score_func=score_func,
-        caller=caller,
-        batch_size=bs,
-    )
-
-
 def backselect(
     forward_func: Callable[..., Any],
     inputs: Tensor | tuple[Tensor, ...],
@@ -73,7 +36,8 @@ def backselect(
     feature_mask: object = None,
     *,
     score_func: ScoreFunc | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
     show_progress: bool = False,
 ) -> list[BackSelectRecord]:
     """Exact BackSelect for every example of a batch.
@@ -103,8 +67,10 @@ def backselect(
     score_func : callable, optional
         ``score_func(output, target) -> (batch,)`` scores. Default: the softmax probability of the target
         (recorded as a log-probability).
-    batch_size : int, default 256
-        Masked inputs per forward pass; bounds peak memory. Results do not depend on it.
+    batch_size : int, optional
+        Masked inputs per forward pass (default 256); bounds peak memory. Results do not depend on it.
+    perturbations_per_eval : int, optional
+        Captum-style alternative to ``batch_size``: ``batch_size = perturbations_per_eval * len(inputs)``.
     show_progress : bool, default False
         Show a progress bar over model evaluations.
 
@@ -126,13 +92,19 @@ def backselect(
     [6.0, 5.0, 3.0, 0.0]
     """
     caller = "backselect"
-    problem = _problem(
-        forward_func, inputs, baselines, target, additional_forward_args, feature_mask, score_func, batch_size, caller
+    method = methods.format_exact(batch_size, perturbations_per_eval, inputs, caller)
+    return methods.records(
+        method,
+        forward_func,
+        score_func,
+        inputs,
+        baselines,
+        target,
+        additional_forward_args,
+        feature_mask,
+        show_progress=show_progress,
+        caller=caller,
     )
-    examples = list(range(problem.batch))
-    idx = problem.target.new_tensor(examples)
-    orders, values = exact_backselect(problem, idx, problem.layout.initial_keep(), show_progress=show_progress)
-    return make_records(problem, examples, orders, values)
 
 
 def find_sis(record: BackSelectRecord, threshold: float) -> Tensor | None:
@@ -166,7 +138,8 @@ def sufficient_input_subsets(
     collection: bool = False,
     max_sis: int | None = None,
     score_func: ScoreFunc | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
     show_progress: bool = False,
 ) -> SISResult:
     """Sufficient input subsets by exact backward selection (Carter et al., 2019).
@@ -207,12 +180,22 @@ show_progress
     tensor([ True, False, False, False])
     """
     caller = "sufficient_input_subsets"
-    problem = _problem(
-        forward_func, inputs, baselines, target, additional_forward_args, feature_mask, score_func, batch_size, caller
+    method = methods.format_exact(batch_size, perturbations_per_eval, inputs, caller)
+    return methods.explain(
+        method,
+        forward_func,
+        score_func,
+        inputs,
+        baselines,
+        target,
+        additional_forward_args,
+        feature_mask,
+        threshold=threshold,
+        collection=collection,
+        max_sis=max_sis,
+        show_progress=show_progress,
+        caller=caller,
     )
-    t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-    max_n = format_optional_positive_int(max_sis, "max_sis", caller)
-    return compute_sis(problem, exact_backselect, t, collection=collection, max_sis=max_n, show_progress=show_progress)
 
 
 def sis_collection(
@@ -226,7 +209,8 @@ def sis_collection(
     threshold: float,
     max_sis: int | None = None,
     score_func: ScoreFunc | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
     show_progress: bool = False,
 ) -> SISResult:
     """SIScollection: :func:`sufficient_input_subsets` with ``collection=True``.
@@ -253,6 +237,7 @@ def sis_collection(
         max_sis=max_sis,
         score_func=score_func,
         batch_size=batch_size,
+        perturbations_per_eval=perturbations_per_eval,
         show_progress=show_progress,
     )
 
@@ -260,9 +245,6 @@ def sis_collection(
 # ---------------------------------------------------------------------------------------------------------------
 # Batched gradient SIS (Carter et al., 2021, Supplementary S5)
 # ---------------------------------------------------------------------------------------------------------------
-
-KSpec = int | float | str | AdaptiveK
-"""A block size: an int, a fraction in (0, 1) of the remaining features, ``"adaptive"`` or an :class:`AdaptiveK`."""
 
 
 def gradient_backselect(
@@ -273,10 +255,11 @@ def gradient_backselect(
     additional_forward_args: object = None,
     feature_mask: object = None,
     *,
-    k: KSpec = 1,
+    k: KSpec = methods.DEFAULT_K,
     shortlist: int | None = None,
     score_func: ScoreFunc | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
     show_progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> list[BackSelectRecord]:
@@ -306,9 +289,11 @@ def gradient_backselect(
     shortlist : int, optional
         ``M`` for gradient-screened exact selection (``k <= M``); None (default) is the paper's pure gradient
         method.
-    batch_size : int, default 64
-        Rows per forward(/backward) pass: images per gradient pass and masked inputs per exact evaluation.
-        Bounds peak memory.
+    batch_size : int, optional
+        Rows per forward(/backward) pass (default 64): images per gradient pass and masked inputs per exact
+        evaluation. Bounds peak memory.
+    perturbations_per_eval : int, optional
+        Captum-style alternative to ``batch_size``: ``batch_size = perturbations_per_eval * len(inputs)``.
     generator : torch.Generator, optional
         Break ties between equal gradients (or equal exact scores) at random instead of by lowest feature id.
 
@@ -340,19 +325,28 @@ def gradient_backselect(
     [6.0, nan, 3.0, 0.0]
     """
     caller = "gradient_backselect"
-    schedule, m = resolve_k(k, shortlist, caller)
-    gen = resolve_generator(generator, caller)
-    if feature_mask is None:
-        feature_mask = default_feature_mask(inputs)
-    problem = _problem(
-        forward_func, inputs, baselines, target, additional_forward_args, feature_mask, score_func, batch_size, caller
+    method = methods.format_gradient(
+        k=k,
+        shortlist=shortlist,
+        refine=True,
+        generator=generator,
+        batch_size=batch_size,
+        perturbations_per_eval=perturbations_per_eval,
+        inputs=inputs,
+        caller=caller,
     )
-    t_space = adaptive_threshold_space(schedule, problem, caller, sis_call=False)
-    examples = list(range(problem.batch))
-    idx = problem.target.new_tensor(examples)
-    run = GradientBackSelect(schedule, shortlist=m, generator=gen, threshold_space=t_space)
-    orders, values = run(problem, idx, problem.layout.initial_keep(), show_progress=show_progress)
-    return make_records(problem, examples, orders, values)
+    return methods.records(
+        method,
+        forward_func,
+        score_func,
+        inputs,
+        baselines,
+        target,
+        additional_forward_args,
+        feature_mask,
+        show_progress=show_progress,
+        caller=caller,
+    )
 
 
 def batched_gradient_sis(
@@ -364,13 +358,14 @@ def batched_gradient_sis(
     feature_mask: object = None,
     *,
     threshold: float,
-    k: KSpec = 1,
+    k: KSpec = methods.DEFAULT_K,
     shortlist: int | None = None,
     refine: bool = True,
     collection: bool = False,
     max_sis: int | None = None,
     score_func: ScoreFunc | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
     show_progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> SISResult:
@@ -424,30 +419,28 @@ batch_size, show_progress, generator
     True
     """
     caller = "batched_gradient_sis"
-    schedule, m = resolve_k(k, shortlist, caller)
-    gen = resolve_generator(generator, caller)
-    if not isinstance(refine, bool):
-        raise SISTypeError(f"The `refine` parameter of {caller} must be a bool. Got {type(refine).__name__} instead.")
-    if not isinstance(collection, bool):
-        raise SISTypeError(
-            f"The `collection` parameter of {caller} must be a bool. Got {type(collection).__name__} instead."
-        )
-    if feature_mask is None:
-        feature_mask = default_feature_mask(inputs)
-    problem = _problem(
-        forward_func, inputs, baselines, target, additional_forward_args, feature_mask, score_func, batch_size, caller
-    )
-    t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-    max_n = format_optional_positive_int(max_sis, "max_sis", caller)
-    return run_gradient_sis(
-        problem,
-        t,
-        schedule,
-        shortlist=m,
+    method = methods.format_gradient(
+        k=k,
+        shortlist=shortlist,
         refine=refine,
+        generator=generator,
+        batch_size=batch_size,
+        perturbations_per_eval=perturbations_per_eval,
+        inputs=inputs,
+        caller=caller,
+    )
+    return methods.explain(
+        method,
+        forward_func,
+        score_func,
+        inputs,
+        baselines,
+        target,
+        additional_forward_args,
+        feature_mask,
+        threshold=threshold,
         collection=collection,
-        max_sis=max_n,
-        generator=gen,
+        max_sis=max_sis,
         show_progress=show_progress,
-        adaptive_threshold_space=adaptive_threshold_space(schedule, problem, caller, sis_call=True),
+        caller=caller,
     )

@@ -3,44 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from sis_attr._compat import GradientAttribution, wrap_attribute
-from sis_attr._core.gradient_backselect import (
-    AdaptiveK,
-    GradientBackSelect,
-    adaptive_threshold_space,
-    default_feature_mask,
-    resolve_generator,
-    resolve_k,
-    run_gradient_sis,
-)
-from sis_attr._core.problem import ScoreFunc, SISProblem
-from sis_attr._core.results import SISResult, cast_like, rank_maps
-from sis_attr._core.sis import make_records
-from sis_attr._core.validation import (
-    format_optional_positive_int,
-    format_output_kind,
-    format_threshold,
-    resolve_batch_size,
-)
-from sis_attr.exceptions import SISTypeError
+from sis_attr._core import methods
+from sis_attr._core.results import SISResult
+from sis_attr._core.schedule import AdaptiveK, KSpec
+from sis_attr._core.scoring import ScoreFunc
 
 __all__ = ["AdaptiveK", "BatchedGradientSIS"]
-
-KSpec = int | float | str | AdaptiveK
-OutputKind = Literal["rank", "keep_mask"]
-
-_DEFAULT_BATCH_SIZE = 64
-
-
-def _check_flag(value: object, name: str, caller: str) -> bool:
-    if not isinstance(value, bool):
-        raise SISTypeError(f"The `{name}` parameter of {caller} must be a bool. Got {type(value).__name__} instead.")
-    return value
 
 
 class BatchedGradientSIS(GradientAttribution):
@@ -138,11 +112,11 @@ class BatchedGradientSIS(GradientAttribution):
         additional_forward_args: object = None,
         feature_mask: object = None,
         *,
-        threshold: float,
-        k: KSpec,
+        threshold: float | None = None,
+        k: KSpec = methods.DEFAULT_K,
         shortlist: int | None = None,
         refine: bool = True,
-        output: OutputKind = "rank",
+        output: methods.OutputKind = "rank",
         batch_size: int | None = None,
         perturbations_per_eval: int | None = None,
         show_progress: bool = False,
@@ -162,9 +136,11 @@ class BatchedGradientSIS(GradientAttribution):
             Extra arguments for ``forward_func`` after the inputs.
         feature_mask : None, Tensor or tuple of Tensor, optional
             Integer group ids 0..n-1 (Captum convention). Default: one feature per pixel of a 4-D input.
-        threshold : float
-            Confidence the SIS alone must reach, in (0, 1] for the default softmax score.
-        k : int, float, "adaptive" or AdaptiveK
+        threshold : float, optional
+            Confidence the SIS alone must reach, in (0, 1] for the default softmax score. Required for
+            ``output="keep_mask"`` and for an adaptive ``k`` without its own threshold; the rank map of a fixed
+            ``k`` does not depend on it.
+        k : int, float, "adaptive" or AdaptiveK, default 1
             Features removed per iteration: an integer (the paper: 100 on 299x299 images), a fraction in (0, 1)
             of the remaining features, or ``"adaptive"`` (large blocks while the score is far from
             ``threshold``, small ones near it; see :class:`~sis_attr.AdaptiveK`).
@@ -190,44 +166,30 @@ class BatchedGradientSIS(GradientAttribution):
             Shaped and typed like ``inputs``.
         """
         caller = "BatchedGradientSIS.attribute"
-        format_output_kind(output, caller)
-        problem, schedule, m, gen = self._setup(
+        method = methods.format_gradient(
+            k=k,
+            shortlist=shortlist,
+            refine=refine,
+            generator=generator,
+            batch_size=batch_size,
+            perturbations_per_eval=perturbations_per_eval,
+            inputs=inputs,
+            caller=caller,
+        )
+        return methods.attribute(
+            method,
+            self.forward_func,
+            self.score_func,
             inputs,
             baselines,
             target,
             additional_forward_args,
             feature_mask,
-            k,
-            shortlist,
-            batch_size,
-            perturbations_per_eval,
-            generator,
-            caller,
+            threshold=threshold,
+            output=output,
+            show_progress=show_progress,
+            caller=caller,
         )
-        t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-        _check_flag(refine, "refine", caller)
-        t_adapt = adaptive_threshold_space(schedule, problem, caller, sis_call=True)
-        if output == "rank":  # the order does not need FindSIS (the threshold only steers an adaptive k)
-            if schedule.kind == "adaptive" and t_adapt is None:
-                t_adapt = problem.scorer.to_space(t)
-            run = GradientBackSelect(schedule, shortlist=m, generator=gen, threshold_space=t_adapt)
-            examples = list(range(problem.batch))
-            idx = torch.arange(problem.batch, device=problem.device)
-            orders, values = run(problem, idx, problem.layout.initial_keep(), show_progress=show_progress)
-            maps = rank_maps(problem.layout, make_records(problem, examples, orders, values))
-        else:
-            result = run_gradient_sis(
-                problem,
-                t,
-                schedule,
-                shortlist=m,
-                refine=refine,
-                generator=gen,
-                show_progress=show_progress,
-                adaptive_threshold_space=t_adapt,
-            )
-            maps = result.keep_mask()
-        return cast_like(maps, problem.inputs, problem.is_tuple)
 
     def explain(
         self,
@@ -238,7 +200,7 @@ class BatchedGradientSIS(GradientAttribution):
         feature_mask: object = None,
         *,
         threshold: float,
-        k: KSpec,
+        k: KSpec = methods.DEFAULT_K,
         shortlist: int | None = None,
         refine: bool = True,
         collection: bool = False,
@@ -266,62 +228,28 @@ class BatchedGradientSIS(GradientAttribution):
         [[2], [1], [0]]
         """
         caller = "BatchedGradientSIS.explain"
-        problem, schedule, m, gen = self._setup(
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
-            k,
-            shortlist,
-            batch_size,
-            perturbations_per_eval,
-            generator,
-            caller,
-        )
-        t = format_threshold(threshold, caller, probability=problem.scorer.log_space)
-        max_n = format_optional_positive_int(max_sis, "max_sis", caller)
-        return run_gradient_sis(
-            problem,
-            t,
-            schedule,
-            shortlist=m,
-            refine=_check_flag(refine, "refine", caller),
-            collection=_check_flag(collection, "collection", caller),
-            max_sis=max_n,
-            generator=gen,
-            show_progress=show_progress,
-            adaptive_threshold_space=adaptive_threshold_space(schedule, problem, caller, sis_call=True),
-        )
-
-    def _setup(
-        self,
-        inputs: Tensor | tuple[Tensor, ...],
-        baselines: object,
-        target: object,
-        additional_forward_args: object,
-        feature_mask: object,
-        k: object,
-        shortlist: object,
-        batch_size: object,
-        perturbations_per_eval: object,
-        generator: object,
-        caller: str,
-    ) -> tuple[SISProblem, Any, int | None, torch.Generator | None]:
-        schedule, m = resolve_k(k, shortlist, caller)
-        gen = resolve_generator(generator, caller)
-        bs = resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=_DEFAULT_BATCH_SIZE)
-        if feature_mask is None:
-            feature_mask = default_feature_mask(inputs)
-        problem = SISProblem(
-            self.forward_func,
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
-            score_func=self.score_func,
+        method = methods.format_gradient(
+            k=k,
+            shortlist=shortlist,
+            refine=refine,
+            generator=generator,
+            batch_size=batch_size,
+            perturbations_per_eval=perturbations_per_eval,
+            inputs=inputs,
             caller=caller,
-            batch_size=bs,
         )
-        return problem, schedule, m, gen
+        return methods.explain(
+            method,
+            self.forward_func,
+            self.score_func,
+            inputs,
+            baselines,
+            target,
+            additional_forward_args,
+            feature_mask,
+            threshold=threshold,
+            collection=collection,
+            max_sis=max_sis,
+            show_progress=show_progress,
+            caller=caller,
+        )

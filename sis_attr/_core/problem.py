@@ -1,9 +1,8 @@
-"""One SIS problem: a model, a batch of inputs, baselines, feature groups, targets and a score.
+"""One SIS problem: a model, a batch of inputs, baselines, feature groups, targets, a score and a batch size.
 
-Inputs of any structure (a tensor or a tuple of tensors) are flattened per example and concatenated into
-``(B, P)`` rows; a feature is a group of positions given by ``feature_index`` (``(1 or B, P)``). Keep-masks
-over features have shape ``(n, D)`` where ``D`` is the largest number of features of any example; ids at or
-above an example's own feature count are padding and never present.
+:func:`format_problem` is the public doors' ``_format`` step: it validates every argument once and resolves the
+targets with one pass over the full inputs. :meth:`SISProblem.trusted` builds a problem from values a caller
+has already validated (the analyses of :mod:`sis_attr.overinterpretation`), without any model call.
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sis_attr._core.results import Layout
+from sis_attr._core.layout import Layout
+from sis_attr._core.scoring import ScoreFunc, Scorer
 from sis_attr._core.validation import (
     check_model,
     format_additional_args,
@@ -24,131 +24,84 @@ from sis_attr._core.validation import (
     format_inputs,
     format_target,
 )
-from sis_attr.exceptions import SISTypeError, SISValueError
-
-ScoreFunc = Callable[[Tensor, Tensor], Tensor]
-
-
-class Scorer:
-    """Turns model outputs into per-row scores in the space where scores are compared.
-
-    The default scores the log-softmax probability of the target: it orders removals exactly like the
-    probability in exact arithmetic but keeps distinct values where the softmax saturates at 1.0 in floating
-    point. A user ``score_func(output, target) -> (n,)`` is used as given.
-    """
-
-    def __init__(self, score_func: ScoreFunc | None, caller: str) -> None:
-        if score_func is not None and not callable(score_func):
-            raise SISTypeError(
-                f"The `score_func` parameter of {caller} must be None or a callable "
-                f"(output, target) -> scores. Got {type(score_func).__name__} instead."
-            )
-        self.score_func = score_func
-        self.caller = caller
-        self.log_space = score_func is None
-
-    def check_output(self, output: object, n: int, *, finite: bool = True) -> Tensor:
-        """Check the model output's type and shape, and (``finite=True``) that it holds no NaN or inf.
-
-        Callers that pass ``finite=False`` check the scores with :meth:`check_scores` instead: a NaN or +inf
-        logit makes the log-softmax of its whole row NaN, so finite scores are what matters.
-        """
-        if not isinstance(output, Tensor):
-            raise SISTypeError(
-                f"The model passed to {self.caller} must return a tensor. Got {type(output).__name__} instead."
-            )
-        if self.score_func is None:
-            if output.dim() != 2 or output.shape[0] != n:
-                raise SISValueError(
-                    f"The model passed to {self.caller} must return logits of shape (batch, classes) = ({n}, C). "
-                    f"Got shape {tuple(output.shape)} instead. For other outputs pass `score_func`."
-                )
-            if output.shape[1] < 2:
-                raise SISValueError(
-                    f"The model passed to {self.caller} returns a single logit per example; the softmax of one "
-                    "class is always 1. Pass `score_func` (e.g. a sigmoid score) for binary models."
-                )
-        elif output.dim() == 0 or output.shape[0] != n:
-            raise SISValueError(
-                f"The model passed to {self.caller} must return a batch of {n} outputs. "
-                f"Got shape {tuple(output.shape)} instead."
-            )
-        if finite and not torch.isfinite(output).all():
-            self.raise_non_finite()
-        return output
-
-    def raise_non_finite(self) -> None:
-        raise SISValueError(
-            f"The model passed to {self.caller} returned NaN or inf for some masked inputs. "
-            "Check the baseline and the model's numerical range."
-        )
-
-    def check_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Host-side check of scores computed with ``check_output(..., finite=False)``."""
-        if not np.isfinite(scores).all():
-            self.raise_non_finite()
-        return scores
-
-    def __call__(self, output: Tensor, target: Tensor) -> Tensor:
-        """Scores of shape ``(n,)`` in float64."""
-        if self.score_func is None:
-            logp = torch.log_softmax(output, dim=1)
-            return logp.gather(1, target.unsqueeze(1)).squeeze(1).double()
-        scores = self.score_func(output, target)
-        if not isinstance(scores, Tensor) or scores.shape != (output.shape[0],):
-            got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-            raise SISValueError(
-                f"The `score_func` of {self.caller} must return one score per example, shape "
-                f"({output.shape[0]},). Got {got} instead."
-            )
-        if not torch.isfinite(scores).all():
-            raise SISValueError(f"The `score_func` of {self.caller} returned NaN or inf.")
-        return scores.double()
-
-    def to_space(self, threshold: float) -> float:
-        """Map a threshold to the comparison space (log for the default softmax score)."""
-        if self.log_space:
-            return float(torch.log(torch.tensor(threshold, dtype=torch.float64)))
-        return threshold
-
-    def from_space(self, values: Tensor) -> Tensor:
-        return values.exp() if self.log_space else values
 
 
 class SISProblem:
-    """Validated, flattened view of one attribution call."""
+    """Validated, flattened view of one attribution call.
+
+    Build it with :func:`format_problem` (public doors) or :meth:`trusted` (already validated values).
+    ``full_values`` holds the scores of the full inputs in the comparison space when the construction ran the
+    model on them (``format_problem``), else None.
+    """
 
     def __init__(
         self,
         forward_func: Callable[..., Any],
-        inputs: object,
-        baselines: object = None,
-        target: object = None,
-        additional_forward_args: object = None,
-        feature_mask: object = None,
-        *,
-        score_func: ScoreFunc | None = None,
+        inputs: tuple[Tensor, ...],
+        is_tuple: bool,
+        baselines: tuple[Tensor, ...],
+        feature_index: Tensor,
+        n_features: Tensor,
+        additional_args: tuple[Any, ...],
+        scorer: Scorer,
+        batch_size: int,
         caller: str,
-        batch_size: int = 256,
     ) -> None:
         self.caller = caller
-        self.inputs, self.is_tuple = format_inputs(inputs, caller)
-        check_model(forward_func, self.inputs, caller)
         self.forward_func = forward_func
-        self.scorer = Scorer(score_func, caller)
-        self.additional_args = format_additional_args(additional_forward_args)
-        base = format_baselines(baselines, self.inputs, caller)
-        self.batch = int(self.inputs[0].shape[0])
-        self.device = self.inputs[0].device
-        self.shapes = [tuple(x.shape[1:]) for x in self.inputs]
-        self.flat_x = torch.cat([x.reshape(self.batch, -1) for x in self.inputs], dim=1)
-        self.flat_b = torch.cat([b.reshape(self.batch, -1) for b in base], dim=1).to(self.flat_x.dtype)
-        feature_index, n_features = format_feature_mask(feature_mask, self.inputs, caller)
-        self.layout = Layout(self.flat_x, self.flat_b, feature_index, n_features, self.shapes, self.is_tuple)
+        self.inputs = inputs
+        self.is_tuple = is_tuple
+        self.scorer = scorer
+        self.additional_args = additional_args
+        self.batch = int(inputs[0].shape[0])
+        self.device = inputs[0].device
+        self.shapes = [tuple(x.shape[1:]) for x in inputs]
+        self.flat_x = torch.cat([x.reshape(self.batch, -1) for x in inputs], dim=1)
+        self.flat_b = torch.cat([b.reshape(self.batch, -1) for b in baselines], dim=1).to(self.flat_x.dtype)
+        self.layout = Layout(self.flat_x, self.flat_b, feature_index, n_features, self.shapes, is_tuple)
         self.n_features = n_features
         self.max_features = self.layout.max_features
         self.batch_size = batch_size
-        self.target, self.full_values = self._resolve_target(target)
+        self.target = torch.zeros(self.batch, dtype=torch.long, device=self.device)
+        self.full_values: Tensor | None = None
+
+    @classmethod
+    def trusted(
+        cls,
+        forward_func: Callable[..., Any],
+        inputs: Tensor,
+        *,
+        target: Tensor,
+        baselines: float | Tensor,
+        feature_mask: Tensor,
+        batch_size: int,
+        caller: str,
+        score_func: ScoreFunc | None = None,
+    ) -> SISProblem:
+        """A problem over one validated input tensor with known targets: no validation and no model call.
+
+        ``feature_mask`` holds group ids ``0..d-1`` broadcastable to one example (``(1, ...)``); ``baselines`` is
+        a number or a tensor broadcastable to ``inputs``; everything lives on the inputs' device.
+        """
+        base = torch.broadcast_to(torch.as_tensor(baselines, dtype=inputs.dtype, device=inputs.device), inputs.shape)
+        mask = feature_mask.reshape((1,) * (inputs.dim() - feature_mask.dim()) + tuple(feature_mask.shape))
+        flat = torch.broadcast_to(mask, (1, *inputs.shape[1:])).reshape(1, -1).long()
+        n = int(flat.max()) + 1 if flat.numel() else 0
+        n_features = torch.full((int(inputs.shape[0]),), n, dtype=torch.long, device=inputs.device)
+        problem = cls(
+            forward_func,
+            (inputs,),
+            False,
+            (base,),
+            flat,
+            n_features,
+            (),
+            Scorer(score_func, caller),
+            batch_size,
+            caller,
+        )
+        problem.target = target
+        return problem
 
     # ------------------------------------------------------------------ running the model
     def _args_for(self, rows: Tensor) -> tuple[Any, ...]:
@@ -187,15 +140,9 @@ class SISProblem:
         return self.scorer.check_scores(scores)
 
     @torch.no_grad()
-    def evaluate_chunked(self, rows: Tensor, keep: Tensor) -> Tensor:
-        res = [
-            self.evaluate(rows[i : i + self.batch_size], keep[i : i + self.batch_size])
-            for i in range(0, int(rows.shape[0]), self.batch_size)
-        ]
-        return torch.cat(res)
-
-    @torch.no_grad()
-    def _resolve_target(self, target: object) -> tuple[Tensor, Tensor]:
+    def resolve_target(self, target: object) -> None:
+        """Run the model once on the full inputs: set :attr:`target` (the predicted class when None, else the
+        validated ``target``) and :attr:`full_values`."""
         rows_all = torch.arange(self.batch, device=self.device)
         outputs = []
         for i in range(0, self.batch, self.batch_size):
@@ -210,4 +157,31 @@ class SISProblem:
                 tgt = torch.zeros(self.batch, dtype=torch.long, device=self.device)
         else:
             tgt = format_target(target, self.batch, n_classes, self.device, self.caller)
-        return tgt, self.scorer(output, tgt)
+        self.target = tgt
+        self.full_values = self.scorer(output, tgt)
+
+
+def format_problem(
+    forward_func: Callable[..., Any],
+    inputs: object,
+    baselines: object = None,
+    target: object = None,
+    additional_forward_args: object = None,
+    feature_mask: object = None,
+    *,
+    score_func: ScoreFunc | None,
+    batch_size: int,
+    caller: str,
+) -> SISProblem:
+    """Validate the Captum-style arguments of a public door once and resolve the targets (one model pass)."""
+    inputs_t, is_tuple = format_inputs(inputs, caller)
+    check_model(forward_func, inputs_t, caller)
+    scorer = Scorer(score_func, caller)
+    args = format_additional_args(additional_forward_args)
+    base = format_baselines(baselines, inputs_t, caller)
+    feature_index, n_features = format_feature_mask(feature_mask, inputs_t, caller)
+    problem = SISProblem(
+        forward_func, inputs_t, is_tuple, base, feature_index, n_features, args, scorer, batch_size, caller
+    )
+    problem.resolve_target(target)
+    return problem

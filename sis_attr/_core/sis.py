@@ -27,11 +27,13 @@ def find_from_records(
 
 
 def make_records(
-    problem: SISProblem, examples: list[int], orders: list[Tensor], values: list[Tensor]
+    problem: SISProblem, examples: list[int], orders: list[Tensor], values: list[Tensor], *, first_example: int = 0
 ) -> list[BackSelectRecord]:
+    """Records of the problem's ``examples``, numbered from ``first_example`` (an offset into the caller's data)."""
     n_feat = problem.n_features.tolist()
+    log_space = problem.scorer.log_space
     return [
-        BackSelectRecord(order=o, values=v, log_space=problem.scorer.log_space, n_features=int(n_feat[e]), example=e)
+        BackSelectRecord(order=o, values=v, log_space=log_space, n_features=int(n_feat[e]), example=first_example + e)
         for e, o, v in zip(examples, orders, values, strict=True)
     ]
 
@@ -89,9 +91,12 @@ def compute_sis(
             f"{sorted(set(empty))[:10]}{'...' if len(set(empty)) > 10 else ''}, so their SIS is empty: the "
             "baseline is not uninformative to this model. Choose another baseline or a higher threshold.",
             UninformativeBaselineWarning,
-            stacklevel=3,
+            stacklevel=5,  # the user's call: door -> pipeline -> method -> compute_sis
         )
-    confidences = problem.scorer.from_space(problem.full_values).tolist()
+    full = problem.full_values
+    if full is None:  # a trusted problem: the records start from the full inputs
+        full = torch.stack([r.values[0] for r in first_records if r is not None])
+    confidences = problem.scorer.from_space(full).tolist()
     targets = problem.target.tolist()
     explanations = []
     for e in examples:

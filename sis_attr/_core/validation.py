@@ -309,7 +309,7 @@ def check_model(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], ca
                 f"The model passed to {caller} is on {param.device} but the inputs are on {inputs[0].device}. "
                 "Move the inputs (and baselines, masks) to the model's device."
             )
-        warn_if_training(forward_func, caller, stacklevel=4)
+        warn_if_training(forward_func, caller, stacklevel=7)  # the user's call: door -> pipeline -> format_problem
 
 
 def format_target(target: object, batch: int, n_classes: int | None, device: torch.device, caller: str) -> Tensor:
@@ -475,3 +475,106 @@ def warn_if_training(model: nn.Module, caller: str, stacklevel: int = 3) -> None
             SISWarning,
             stacklevel=stacklevel,
         )
+
+
+# ------------------------------------------------------------------------------------------------ image analyses
+# The checks of sis_attr.overinterpretation: one batch of (N, C, H, W) images, one feature mask shared by all
+# images, one baseline broadcastable to the images.
+
+
+def format_image_feature_mask(feature_mask: object, image_shape: tuple[int, int, int], caller: str) -> Tensor:
+    """``(1, 1 or C, H, W)`` int64 CPU group ids ``0..d-1`` shared by all images of shape ``image_shape``.
+
+    ``"pixel"`` groups the channels of a pixel (ids ``0..H*W-1``), None makes every element a feature, and a
+    tensor of shape ``(H, W)``, ``(1 or C, H, W)`` or ``(1, 1 or C, H, W)`` is checked for contiguous ids.
+    """
+    c, h, w = image_shape
+    if isinstance(feature_mask, str):
+        if feature_mask != "pixel":
+            raise param_error("feature_mask", caller, '"pixel", None or an integer tensor', repr(feature_mask))
+        return torch.arange(h * w, dtype=torch.long).reshape(1, 1, h, w)
+    if feature_mask is None:
+        return torch.arange(c * h * w, dtype=torch.long).reshape(1, c, h, w)
+    if not isinstance(feature_mask, Tensor):
+        raise SISTypeError(
+            f'The `feature_mask` parameter of {caller} must be "pixel", None or an integer tensor of group ids. '
+            f"Got {type(feature_mask).__name__} instead."
+        )
+    if feature_mask.is_floating_point() or feature_mask.is_complex() or feature_mask.dtype == torch.bool:
+        raise SISTypeError(
+            f"The `feature_mask` parameter of {caller} must be an integer tensor of group ids. "
+            f"Got dtype {feature_mask.dtype} instead."
+        )
+    m = feature_mask.detach().to("cpu", torch.long)
+    while m.dim() < 4:
+        m = m.unsqueeze(0)
+    if not (m.dim() == 4 and m.shape[0] == 1 and m.shape[1] in (1, c) and tuple(m.shape[2:]) == (h, w)):
+        raise SISValueError(
+            f"The `feature_mask` parameter of {caller} must be one mask shared by all images, of shape (H, W), "
+            f"(1 or C, H, W) or (1, 1 or C, H, W) with (C, H, W) = {image_shape}. "
+            f"Got shape {tuple(feature_mask.shape)} instead."
+        )
+    ids = torch.unique(m)
+    if int(ids[0]) != 0 or int(ids[-1]) != ids.numel() - 1:
+        raise param_error(
+            "feature_mask", caller, "made of contiguous group ids 0..n-1", f"ids from {int(ids[0])} to {int(ids[-1])}"
+        )
+    return m.contiguous()
+
+
+def format_image_baselines(baselines: object, images: Tensor, caller: str, param: str = "baselines") -> float | Tensor:
+    """A float, or a finite tensor broadcast to ``images.shape`` in the images' dtype; None means 0.0.
+
+    The tensor keeps the baselines' device (callers move the rows they need to the model's device).
+    """
+    if baselines is None:
+        return 0.0
+    if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
+        if not math.isfinite(float(baselines)):
+            raise param_error(param, caller, "finite (no NaN or inf)", repr(baselines))
+        return float(baselines)
+    if not isinstance(baselines, Tensor):
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be a number or a tensor broadcastable to the images. "
+            f"Got {type(baselines).__name__} instead."
+        )
+    b = baselines.detach().to(images.dtype)
+    try:
+        full = torch.broadcast_to(b, images.shape)
+    except RuntimeError:
+        raise SISValueError(
+            f"The `{param}` parameter of {caller} must be broadcastable to the images' shape "
+            f"{tuple(images.shape)}. Got shape {tuple(baselines.shape)} instead."
+        ) from None
+    if not torch.isfinite(b).all():
+        raise param_error(param, caller, "finite (no NaN or inf)", "non-finite values")
+    return full
+
+
+def format_renamed(value: Any, old_value: Any, *, new: str, old: str, caller: str, stacklevel: int = 3) -> Any:
+    """The value of a renamed keyword: ``value``, or the deprecated ``old_value`` (None: not given), with a warning.
+
+    Giving both is an error. The :class:`DeprecationWarning` points at the code that called ``caller`` (the
+    default ``stacklevel=3`` counts this function, the public function and its caller).
+    """
+    if old_value is None:
+        return value
+    if value is not None:
+        raise SISValueError(
+            f"The `{old}` parameter of {caller} is the deprecated name of `{new}`: pass only `{new}`. "
+            f"Got both `{old}` ({_describe(old_value)}) and `{new}` ({_describe(value)}) instead."
+        )
+    warnings.warn(
+        f"The `{old}` parameter of {caller} is deprecated and will be removed in the next release; "
+        f"pass `{new}=` instead (same meaning).",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return old_value
+
+
+def _describe(value: object) -> str:
+    """A short description of an argument for messages: tensors by shape, other values by repr."""
+    if isinstance(value, Tensor):
+        return f"tensor {value.item()!r}" if value.numel() == 1 else f"a tensor of shape {tuple(value.shape)}"
+    return repr(value)

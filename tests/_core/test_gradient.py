@@ -12,16 +12,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sis_attr._core.gradient_backselect import (
-    AdaptiveK,
-    GradientBackSelect,
-    GradientFindSIS,
-    _rank_order,
-    default_feature_mask,
-    resolve_k,
-    top_ranked,
-)
-from sis_attr._core.problem import SISProblem
+from sis_attr._core.feature_masks import default_feature_mask
+from sis_attr._core.gradient import GradientBackSelect, rank_order, top_ranked
+from sis_attr._core.problem import SISProblem, format_problem
+from sis_attr._core.refine import GradientFindSIS
+from sis_attr._core.schedule import AdaptiveK, FixedK
 from sis_attr._core.sis import make_records
 from sis_attr.functional import backselect, batched_gradient_sis, gradient_backselect
 from sis_attr.testing import LinearScore
@@ -70,7 +65,7 @@ def test_top_ranked_equals_full_stable_sort(rows: list[list[int]], need: int, dr
     values = torch.tensor(rows, dtype=torch.float32)
     valid = torch.ones_like(values, dtype=torch.bool)
     valid[:, :drop:2] = False  # some removed features
-    full = _rank_order(values, valid, None)
+    full = rank_order(values, valid, None)
     got = top_ranked(values, valid, need, None)
     n_valid = valid.sum(dim=1)
     for r in range(values.shape[0]):
@@ -198,11 +193,13 @@ def test_generator_breaks_ties_reproducibly() -> None:
 
 # ------------------------------------------------------------------------------------------------ FindSIS
 def _problem(net: torch.nn.Module, x: torch.Tensor, **kw: object) -> SISProblem:
-    return SISProblem(net, x, feature_mask=default_feature_mask(x), caller="test", batch_size=8, **kw)  # type: ignore[arg-type]
+    return format_problem(
+        net, x, feature_mask=default_feature_mask(x), caller="test", batch_size=8, score_func=None, **kw
+    )  # type: ignore[arg-type]
 
 
 def _score_alone(problem: SISProblem, example: int, features: torch.Tensor) -> float:
-    keep = problem.layout.features_keep(example, features)
+    keep = problem.layout.features_keep(features)
     return float(problem.evaluate(torch.tensor([example]), keep)[0])
 
 
@@ -211,7 +208,7 @@ def _score_alone(problem: SISProblem, example: int, features: torch.Tensor) -> f
 def test_refinement_is_minimal_to_one_feature_and_never_larger(seed: int, k: int) -> None:
     net, x = _net(seed), _x(seed + 20, n=3)
     problem = _problem(net, x)
-    schedule, _ = resolve_k(k, None, "test")
+    schedule = FixedK(k)
     keep = problem.layout.initial_keep()
     examples = torch.arange(3)
     for t in (0.4, 0.7):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sis_attr import backselect, sufficient_input_subsets
-from sis_attr._core.backselect import exact_backselect
-from sis_attr._core.problem import SISProblem
+from sis_attr._core.exact import exact_backselect, segment_best
+from sis_attr._core.problem import format_problem
 from tests import _oracle
 
 
@@ -122,7 +123,7 @@ def test_partially_masked_start_only_removes_present_features() -> None:
     net = _net(9)
     x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     fm = GROUPINGS["pixels"]
-    problem = SISProblem(net, x, feature_mask=fm, caller="test", batch_size=9)
+    problem = format_problem(net, x, feature_mask=fm, caller="test", batch_size=9, score_func=None)
     keep = problem.layout.initial_keep()
     keep[0, [1, 5, 6]] = False
     keep[1, 8:] = False
@@ -179,3 +180,56 @@ def test_per_example_feature_masks_with_different_group_counts() -> None:
         alone = backselect(net, x[i : i + 1], feature_mask=masks[i : i + 1], batch_size=5)[0]
         assert torch.equal(together[i].order, alone.order)
         torch.testing.assert_close(together[i].values, alone.values, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [64, 200])
+def test_many_segments_per_batch_match_the_oracle(batch_size: int) -> None:
+    """12 examples of 4 features (rows): every batch packs more than 8 steps, the vectorised branch of
+    ``segment_best``; orders, values and SIS equal the oracle's."""
+    net = _net(5)
+    n_ex = 12
+    x = torch.randn(n_ex, 2, 4, 4, generator=torch.Generator().manual_seed(42), dtype=torch.float64)
+    fm = GROUPINGS["rows"]
+    records = backselect(net, x, feature_mask=fm, batch_size=batch_size)
+    assert len(records) == n_ex
+    for i in range(n_ex):
+        target = int(net(x[i : i + 1]).argmax())
+        score = _oracle.make_score(net, x[i], fm[0], 0.0, target)
+        order, values = _oracle.backselect(score, set(range(4)))
+        assert records[i].order.tolist() == order
+        torch.testing.assert_close(records[i].values, torch.tensor(values, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_many_segments_per_batch_take_the_vectorised_branch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oracle test above does reach batches of more than 8 segments."""
+    import sis_attr._core.exact as exact
+
+    seen: list[int] = []
+    original = exact.segment_best
+
+    def counting(vals, feats, seg_len):  # type: ignore[no-untyped-def]
+        seen.append(len(seg_len))
+        return original(vals, feats, seg_len)
+
+    monkeypatch.setattr(exact, "segment_best", counting)
+    x = torch.randn(12, 2, 4, 4, generator=torch.Generator().manual_seed(42), dtype=torch.float64)
+    backselect(_net(5), x, feature_mask=GROUPINGS["rows"], batch_size=64)
+    assert max(seen) > 8
+
+
+@given(
+    st.lists(st.lists(st.integers(-3, 3), min_size=1, max_size=5), min_size=1, max_size=20),
+)
+@settings(max_examples=50, deadline=None)
+def test_segment_best_branches_agree(segments: list[list[int]]) -> None:
+    """Both branches of segment_best: the largest score, and among ties the lowest (first) feature id."""
+    vals = np.asarray([v for seg in segments for v in seg], dtype=np.float64)
+    feats = np.concatenate([np.arange(len(seg), dtype=np.int64) * 2 + 1 for seg in segments])
+    seg_len = [len(seg) for seg in segments]
+    expected = [(float(max(seg)), int(seg.index(max(seg))) * 2 + 1) for seg in segments]
+    assert segment_best(vals, feats, seg_len) == expected
+    # the vectorised branch alone, on the same data padded to more than 8 segments
+    pad = 9 - len(segments) if len(segments) <= 8 else 0
+    vals_p = np.concatenate([vals, np.zeros(pad)])
+    feats_p = np.concatenate([feats, np.ones(pad, dtype=np.int64)])
+    assert segment_best(vals_p, feats_p, seg_len + [1] * pad)[: len(segments)] == expected

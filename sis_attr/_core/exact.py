@@ -1,4 +1,4 @@
-"""Exact BackSelect, batched across candidates *and* examples.
+"""Exact BackSelect, batched across candidates *and* examples (the engine of SufficientInputSubsets).
 
 At each step of each example every remaining feature is removed in turn and the model is evaluated; the
 removal that leaves the highest score is kept (ties: the lowest feature id). Candidates of all examples are
@@ -26,6 +26,59 @@ from sis_attr._core.problem import SISProblem
 from sis_attr._progress import progress_bar
 
 _BIG = np.iinfo(np.int64).max
+
+
+def _to_device(parts: list[np.ndarray], device: torch.device) -> list[Tensor]:
+    """Move int64 host arrays to ``device`` in one transfer; return them as (views of) separate tensors."""
+    moved = torch.from_numpy(np.concatenate(parts)).to(device)
+    return list(torch.split(moved, [int(p.size) for p in parts]))
+
+
+def _pack(
+    active: list[int], remaining: list[int], pos: list[int], cand: list[np.ndarray], bs: int
+) -> tuple[list[int], list[int], np.ndarray]:
+    """Fill one batch of ``bs`` rows from the current steps of ``active`` examples, in the order given.
+
+    Returns the examples of the batch's segments, the segments' lengths and the candidate features of every
+    row (each segment continues its example's step at ``pos``).
+    """
+    seg_ex: list[int] = []
+    seg_len: list[int] = []
+    parts: list[np.ndarray] = []
+    filled = 0
+    for i in active:
+        take = min(bs - filled, remaining[i] - pos[i])
+        if take <= 0:
+            continue
+        seg_ex.append(i)
+        seg_len.append(take)
+        parts.append(cand[i][pos[i] : pos[i] + take])
+        filled += take
+        if filled == bs:
+            break
+    return seg_ex, seg_len, parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def segment_best(vals: np.ndarray, feats: np.ndarray, seg_len: list[int]) -> list[tuple[float, int]]:
+    """Per segment of consecutive rows: the largest score and, among ties, the lowest feature id.
+
+    Candidates are in ascending feature order within a segment, so the first maximum is the lowest id. Few
+    segments are scanned one by one; many (small steps of many examples) with one vectorised reduction.
+    """
+    if len(seg_len) <= 8:
+        out: list[tuple[float, int]] = []
+        a = 0
+        for n in seg_len:
+            j = a + int(vals[a : a + n].argmax())
+            out.append((float(vals[j]), int(feats[j])))
+            a += n
+        return out
+    starts = np.zeros(len(seg_len), dtype=np.int64)
+    np.cumsum(seg_len[:-1], out=starts[1:])
+    seg_max = np.maximum.reduceat(vals, starts)
+    at_max = vals == np.repeat(seg_max, seg_len)
+    seg_feat = np.minimum.reduceat(np.where(at_max, feats, _BIG), starts)
+    return list(zip(seg_max.tolist(), seg_feat.tolist(), strict=True))
 
 
 def exact_backselect(
@@ -63,7 +116,6 @@ def exact_backselect(
     # All bookkeeping lives on the host in numpy; the device only builds rows, runs the model and applies
     # the chosen removals. Per batch that is one index transfer in and one score transfer out.
     table = layout.feature_positions().cpu().numpy()  # (1 or B, D, g) positions of each feature
-    g = int(table.shape[2])
     examples_np = examples.cpu().numpy()
     table_of = table[0] if table.shape[0] == 1 else None
     row_offsets = np.arange(max(bs, n_ex), dtype=np.int64) * n_pos
@@ -74,11 +126,11 @@ def exact_backselect(
         return (pos_ + row_offsets[slots, None]).reshape(-1)
 
     def remove(target: Tensor, flat_idx: Tensor, base_idx: Tensor | None) -> None:
-        """Set the flat positions ``flat_idx`` of ``target`` to the baseline values at ``base_idx``."""
+        """Set the flat positions ``flat_idx`` of ``target`` to the baseline values (at ``base_idx``, unless
+        one value fills every position)."""
         if fill is not None:
             target.view(-1).index_fill_(0, flat_idx, fill)
-        else:
-            assert base_idx is not None
+        elif base_idx is not None:
             target.view(-1).index_copy_(0, flat_idx, flat_base.take(base_idx))
 
     keep_np = keep.cpu().numpy()
@@ -103,65 +155,34 @@ def exact_backselect(
     pending: np.ndarray | None = None
     with progress_bar(total, desc, show_progress, unit="eval") as bar:
         while active:
-            # ---- pack one batch from the current step of active examples. The examples with the most steps
-            # left go first: they are the critical path, and keeping all examples in step keeps the batches
-            # full until the last few steps.
+            # ---- pack one batch. The examples with the most steps left go first: they are the critical
+            # path, and keeping all examples in step keeps the batches full until the last few steps.
             active.sort(key=lambda i: -remaining[i])
-            seg_ex: list[int] = []
-            seg_len: list[int] = []
-            parts: list[np.ndarray] = []
-            filled = 0
-            for i in active:
-                take = min(bs - filled, remaining[i] - pos[i])
-                if take <= 0:
-                    continue
-                seg_ex.append(i)
-                seg_len.append(take)
-                parts.append(cand[i][pos[i] : pos[i] + take])
-                filled += take
-                if filled == bs:
-                    break
-            n_seg = len(seg_ex)
-            feats = parts[0] if n_seg == 1 else np.concatenate(parts)
+            seg_ex, seg_len, feats = _pack(active, remaining, pos, cand, bs)
+            filled = int(feats.size)
             row_local = np.repeat(np.asarray(seg_ex, dtype=np.int64), seg_len)
-            ex_rows = examples_np[row_local]
             # one transfer: rows' local example ids, example ids, targets, positions to remove in the rows,
-            # (baseline positions,) then the pending removals of `current`
-            host = [row_local, ex_rows, targets_np[row_local], flat_positions(row_local, feats, np.arange(filled))]
+            # (baseline positions,) and the pending removals of `current`
+            host = [row_local, examples_np[row_local], targets_np[row_local]]
+            host.append(flat_positions(row_local, feats, np.arange(filled)))
             if fill is None:
                 host.append(flat_positions(row_local, feats, row_local))
-            n_rows_idx = filled * g
             if pending is not None:
                 host.append(pending)
-            moved = torch.from_numpy(np.concatenate(host)).to(device)
-            off = 3 * filled + (2 if fill is None else 1) * n_rows_idx
+            moved = _to_device(host, device)
+            rows_local, rows_ex, rows_target, removed_pos = moved[:4]
+            base_pos = moved[4] if fill is None else None
             if pending is not None:
-                done = moved[off:]
-                remove(current, done, done)
+                remove(current, moved[-1], moved[-1])
                 pending = None
-            rows = current.index_select(0, moved[:filled])
-            base_idx = moved[3 * filled + n_rows_idx : off] if fill is None else None
-            remove(rows, moved[3 * filled : 3 * filled + n_rows_idx], base_idx)
-            vals = problem.evaluate_flat_host(moved[filled : 2 * filled], rows, moved[2 * filled : 3 * filled])
+            rows = current.index_select(0, rows_local)
+            remove(rows, removed_pos, base_pos)
+            vals = problem.evaluate_flat_host(rows_ex, rows, rows_target)
             bar.update(filled)
 
-            # ---- per segment: max score, lowest feature id among ties (np.argmax takes the first, and
-            # candidates are in ascending order); merged with the running best, where a tie never replaces
-            # the earlier, lower feature id. Steps whose candidates are all evaluated finish.
-            if n_seg <= 8:
-                seg_best: list[tuple[float, int]] = []
-                a = 0
-                for n in seg_len:
-                    j = a + int(vals[a : a + n].argmax())
-                    seg_best.append((float(vals[j]), int(feats[j])))
-                    a += n
-            else:
-                starts = np.zeros(n_seg, dtype=np.int64)
-                np.cumsum(seg_len[:-1], out=starts[1:])
-                seg_max = np.maximum.reduceat(vals, starts)
-                at_max = vals == np.repeat(seg_max, seg_len)
-                seg_feat = np.minimum.reduceat(np.where(at_max, feats, _BIG), starts)
-                seg_best = list(zip(seg_max.tolist(), seg_feat.tolist(), strict=True))
+            # ---- per segment: max score, lowest feature id among ties, merged with the running best, where a
+            # tie never replaces the earlier, lower feature id. Steps whose candidates are all evaluated finish.
+            seg_best = segment_best(vals, feats, seg_len)
             finished: list[int] = []
             for i, n, (v, f) in zip(seg_ex, seg_len, seg_best, strict=True):
                 if v > best_val[i] or best_feat[i] < 0:

@@ -1,0 +1,370 @@
+"""One private implementation per method, shared by every door (the TorchMetrics pattern).
+
+:class:`~sis_attr.SufficientInputSubsets` and the exact functions of :mod:`sis_attr.functional` call
+:func:`exact_records`, :func:`exact_explain` and :func:`exact_attribute`;
+:class:`~sis_attr.BatchedGradientSIS` and the gradient functions call their ``gradient_*`` counterparts. Each
+validates every argument once (``format_*``), builds the problem with one pass over the full inputs, then runs
+the method (``ExactMethod`` / ``GradientMethod``). The defaults live here, once.
+
+The analyses of :mod:`sis_attr.overinterpretation` have validated their inputs already: they call
+:func:`format_method` once and :func:`backselect_records` per chunk, which neither validates nor runs the model
+on the full images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from sis_attr._core.exact import exact_backselect
+from sis_attr._core.feature_masks import default_feature_mask
+from sis_attr._core.gradient import GradientBackSelect
+from sis_attr._core.problem import SISProblem, format_problem
+from sis_attr._core.refine import GradientFindSIS
+from sis_attr._core.results import BackSelectRecord, SISResult, cast_like, rank_maps
+from sis_attr._core.schedule import AdaptiveK, AdaptiveSchedule, FixedK, FractionK, Schedule, format_k
+from sis_attr._core.scoring import ScoreFunc, threshold_to_space
+from sis_attr._core.sis import compute_sis, make_records
+from sis_attr._core.validation import (
+    format_flag,
+    format_generator,
+    format_optional_positive_int,
+    format_output_kind,
+    format_threshold,
+    param_error,
+    resolve_batch_size,
+)
+from sis_attr.exceptions import SISValueError
+
+EXACT_BATCH_SIZE = 256
+"""Masked inputs per forward pass of exact BackSelect, unless the user says otherwise."""
+
+GRADIENT_BATCH_SIZE = 64
+"""Rows per forward(/backward) pass of gradient BackSelect, unless the user says otherwise."""
+
+DEFAULT_K = 1
+"""Features removed per gradient step, unless the user says otherwise."""
+
+OutputKind = Literal["rank", "keep_mask"]
+
+
+# ------------------------------------------------------------------------------------------------ the methods
+@dataclass(frozen=True)
+class ExactMethod:
+    """Exact BackSelect (``d (d + 1) / 2`` evaluations per example) with validated options."""
+
+    batch_size: int = EXACT_BATCH_SIZE
+
+    def backselect(
+        self,
+        problem: SISProblem,
+        *,
+        threshold: float | None = None,
+        show_progress: bool = False,
+        first_example: int = 0,
+    ) -> list[BackSelectRecord]:
+        examples = list(range(problem.batch))
+        idx = torch.arange(problem.batch, device=problem.device)
+        orders, values = exact_backselect(
+            problem, idx, problem.layout.initial_keep(), show_progress=show_progress, desc="SIS BackSelect"
+        )
+        return make_records(problem, examples, orders, values, first_example=first_example)
+
+    def sis(
+        self,
+        problem: SISProblem,
+        threshold: float,
+        *,
+        collection: bool = False,
+        max_sis: int | None = None,
+        show_progress: bool = False,
+    ) -> SISResult:
+        return compute_sis(
+            problem,
+            exact_backselect,
+            threshold,
+            collection=collection,
+            max_sis=max_sis,
+            show_progress=show_progress,
+            method="SIS BackSelect",
+        )
+
+
+@dataclass(frozen=True)
+class GradientMethod:
+    """Batched Gradient BackSelect (optionally gradient-screened) with validated options."""
+
+    k: FixedK | FractionK | AdaptiveK = field(default_factory=lambda: FixedK(DEFAULT_K))
+    shortlist: int | None = None
+    refine: bool = True
+    generator: torch.Generator | None = None
+    batch_size: int = GRADIENT_BATCH_SIZE
+
+    def schedule(self, problem: SISProblem, threshold: float | None) -> Schedule:
+        """The block schedule; an adaptive ``k`` steers by its own threshold, else by ``threshold``."""
+        if not isinstance(self.k, AdaptiveK):
+            return self.k
+        caller = problem.caller
+        t = self.k.threshold
+        if t is None:
+            if threshold is None:
+                raise SISValueError(
+                    f"The `k` parameter of {caller} is adaptive, which steers by a threshold, but {caller} has "
+                    "none. Pass AdaptiveK(threshold=...) or a fixed k."
+                )
+            t = threshold
+        else:
+            t = format_threshold(t, caller, probability=problem.scorer.log_space, param="k.threshold")
+        return AdaptiveSchedule(self.k, threshold_to_space(t, problem.scorer.log_space))
+
+    def _engine(self, problem: SISProblem, threshold: float | None) -> GradientBackSelect:
+        return GradientBackSelect(self.schedule(problem, threshold), shortlist=self.shortlist, generator=self.generator)
+
+    @property
+    def description(self) -> str:
+        if self.shortlist is None:
+            return "Batched Gradient BackSelect"
+        return f"Gradient-screened BackSelect (M={self.shortlist})"
+
+    def backselect(
+        self,
+        problem: SISProblem,
+        *,
+        threshold: float | None = None,
+        show_progress: bool = False,
+        first_example: int = 0,
+    ) -> list[BackSelectRecord]:
+        examples = list(range(problem.batch))
+        idx = torch.arange(problem.batch, device=problem.device)
+        engine = self._engine(problem, threshold)
+        orders, values = engine(
+            problem, idx, problem.layout.initial_keep(), show_progress=show_progress, desc=self.description
+        )
+        return make_records(problem, examples, orders, values, first_example=first_example)
+
+    def sis(
+        self,
+        problem: SISProblem,
+        threshold: float,
+        *,
+        collection: bool = False,
+        max_sis: int | None = None,
+        show_progress: bool = False,
+    ) -> SISResult:
+        return compute_sis(
+            problem,
+            self._engine(problem, threshold),
+            threshold,
+            collection=collection,
+            max_sis=max_sis,
+            show_progress=show_progress,
+            find_fn=GradientFindSIS(refine=self.refine),
+            method=self.description,
+        )
+
+
+Method = ExactMethod | GradientMethod
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def format_exact(batch_size: object, perturbations_per_eval: object, inputs: object, caller: str) -> ExactMethod:
+    return ExactMethod(
+        batch_size=resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=EXACT_BATCH_SIZE)
+    )
+
+
+def format_gradient(
+    *,
+    k: object,
+    shortlist: object,
+    refine: object,
+    generator: object,
+    batch_size: object,
+    perturbations_per_eval: object,
+    inputs: object,
+    caller: str,
+) -> GradientMethod:
+    schedule, m = format_k(k, shortlist, caller)
+    return GradientMethod(
+        k=schedule,
+        shortlist=m,
+        refine=format_flag(refine, "refine", caller),
+        generator=format_generator(generator, caller),
+        batch_size=resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=GRADIENT_BATCH_SIZE),
+    )
+
+
+def format_method(
+    method: object, *, k: object = DEFAULT_K, shortlist: object = None, batch_size: object, caller: str
+) -> Method:
+    """``"exact"`` or ``"gradient"`` with its options, validated with ``caller``'s name (for the analyses)."""
+    if method == "exact":
+        if isinstance(k, bool) or k != DEFAULT_K or shortlist is not None:
+            raise SISValueError(
+                f'The `k` and `shortlist` parameters of {caller} apply to method="gradient" only. Got k={k!r}, '
+                f'shortlist={shortlist!r} with method="exact"; drop them or use method="gradient".'
+            )
+        return format_exact(batch_size, None, None, caller)
+    if method == "gradient":
+        return format_gradient(
+            k=k,
+            shortlist=shortlist,
+            refine=True,
+            generator=None,
+            batch_size=batch_size,
+            perturbations_per_eval=None,
+            inputs=None,
+            caller=caller,
+        )
+    raise param_error("method", caller, 'one of "exact" or "gradient"', repr(method))
+
+
+def _format_threshold(threshold: object, score_func: ScoreFunc | None, caller: str) -> float:
+    return format_threshold(threshold, caller, probability=score_func is None)
+
+
+# ------------------------------------------------------------------------------------------------ the pipelines
+def _problem(
+    forward_func: Callable[..., Any],
+    score_func: ScoreFunc | None,
+    inputs: object,
+    baselines: object,
+    target: object,
+    additional_forward_args: object,
+    feature_mask: object,
+    method: Method,
+    caller: str,
+) -> SISProblem:
+    if isinstance(method, GradientMethod) and feature_mask is None:
+        feature_mask = default_feature_mask(inputs)
+    return format_problem(
+        forward_func,
+        inputs,
+        baselines,
+        target,
+        additional_forward_args,
+        feature_mask,
+        score_func=score_func,
+        batch_size=method.batch_size,
+        caller=caller,
+    )
+
+
+def records(
+    method: Method,
+    forward_func: Callable[..., Any],
+    score_func: ScoreFunc | None,
+    inputs: object,
+    baselines: object,
+    target: object,
+    additional_forward_args: object,
+    feature_mask: object,
+    *,
+    threshold: object = None,
+    show_progress: object = False,
+    caller: str,
+) -> list[BackSelectRecord]:
+    """Backward selection on every example (``threshold`` only steers an adaptive ``k``)."""
+    t = None if threshold is None else _format_threshold(threshold, score_func, caller)
+    progress = format_flag(show_progress, "show_progress", caller)
+    problem = _problem(
+        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, method, caller
+    )
+    return method.backselect(problem, threshold=t, show_progress=progress)
+
+
+def explain(
+    method: Method,
+    forward_func: Callable[..., Any],
+    score_func: ScoreFunc | None,
+    inputs: object,
+    baselines: object,
+    target: object,
+    additional_forward_args: object,
+    feature_mask: object,
+    *,
+    threshold: object,
+    collection: object = False,
+    max_sis: object = None,
+    show_progress: object = False,
+    caller: str,
+) -> SISResult:
+    """SIS (and SIScollection) of every example."""
+    t = _format_threshold(threshold, score_func, caller)
+    coll = format_flag(collection, "collection", caller)
+    max_n = format_optional_positive_int(max_sis, "max_sis", caller)
+    progress = format_flag(show_progress, "show_progress", caller)
+    problem = _problem(
+        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, method, caller
+    )
+    return method.sis(problem, t, collection=coll, max_sis=max_n, show_progress=progress)
+
+
+def attribute(
+    method: Method,
+    forward_func: Callable[..., Any],
+    score_func: ScoreFunc | None,
+    inputs: object,
+    baselines: object,
+    target: object,
+    additional_forward_args: object,
+    feature_mask: object,
+    *,
+    threshold: object,
+    output: object,
+    show_progress: object = False,
+    caller: str,
+) -> Tensor | tuple[Tensor, ...]:
+    """Captum-style attributions shaped like the inputs: rank maps, or SIS keep-masks (``output="keep_mask"``).
+
+    The rank map does not depend on ``threshold`` (except through an adaptive ``k``), so it may be None there.
+    """
+    kind = format_output_kind(output, caller)
+    if kind == "keep_mask" and threshold is None:
+        raise param_error("threshold", caller, 'a number with output="keep_mask"', "None")
+    t = None if threshold is None else _format_threshold(threshold, score_func, caller)
+    progress = format_flag(show_progress, "show_progress", caller)
+    problem = _problem(
+        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, method, caller
+    )
+    if kind == "rank":
+        maps = rank_maps(problem.layout, method.backselect(problem, threshold=t, show_progress=progress))
+    else:
+        assert t is not None  # checked above
+        maps = method.sis(problem, t, show_progress=progress).keep_mask()
+    return cast_like(maps, problem.inputs, problem.is_tuple)
+
+
+def backselect_records(
+    forward_func: Callable[..., Any],
+    inputs: Tensor,
+    *,
+    method: Method,
+    target: Tensor,
+    baselines: float | Tensor,
+    feature_mask: Tensor,
+    threshold: float | None = None,
+    first_example: int = 0,
+    caller: str,
+) -> list[BackSelectRecord]:
+    """Backward selection on validated inputs with known targets (for the analyses, chunk by chunk).
+
+    No validation, no training-mode warning, no progress bar and no pass over the full inputs: ``inputs``
+    ``(n, ...)`` float, ``target`` ``(n,)`` int64, ``baselines`` (a number or broadcastable tensor) and
+    ``feature_mask`` (group ids ``0..d-1`` broadcastable to one example) all on the model's device. Records are
+    numbered ``first_example, first_example + 1, ...``.
+    """
+    problem = SISProblem.trusted(
+        forward_func,
+        inputs,
+        target=target,
+        baselines=baselines,
+        feature_mask=feature_mask,
+        batch_size=method.batch_size,
+        caller=caller,
+    )
+    return method.backselect(problem, threshold=threshold, first_example=first_example)

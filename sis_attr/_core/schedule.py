@@ -1,0 +1,180 @@
+"""Block schedules of gradient backward selection: how many features one gradient step removes.
+
+A user's ``k`` (an integer, a fraction of the remaining features, ``"adaptive"`` or an :class:`AdaptiveK`) is
+validated once by :func:`format_k` into one of three typed schedules, each answering two questions per step:
+how many top-ranked features the step may look at (:meth:`need`) and how many it removes (:meth:`block_sizes`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sis_attr._core.validation import format_optional_positive_int
+from sis_attr.exceptions import SISTypeError, SISValueError
+
+
+@dataclass(frozen=True)
+class AdaptiveK:
+    """Adaptive block size: large blocks while the score is far from the threshold, small ones near it.
+
+    At each step the gradient predicts the score after removing the ``i`` top-ranked features as the current
+    score plus the sum of their gradients (first order). The block is the longest prefix whose prediction
+    stays on the current side of the threshold by at least ``1 - caution`` of the current margin, clipped to
+    ``[min_k, max(min_k, max_fraction * remaining)]``. For the default softmax score the margin and the
+    prediction are in log-odds ``log(p / (1 - p))`` (a confident image is far above a threshold of 0.99 in
+    log-odds, though not in log-probability); a user ``score_func`` is used as it is.
+
+    Parameters
+    ----------
+    threshold : float, optional
+        The threshold to steer by, in the user's score space. None: the SIS threshold of the call (required
+        for :func:`~sis_attr.functional.gradient_backselect`, which has none).
+    max_fraction : float, default 0.1
+        Largest block as a fraction of the remaining features, in (0, 1].
+    min_k : int, default 1
+        Smallest block.
+    caution : float, default 0.5
+        Fraction of the current margin a block may be predicted to consume, in (0, 1].
+
+    Examples
+    --------
+    >>> AdaptiveK(threshold=0.9)
+    AdaptiveK(threshold=0.9, max_fraction=0.1, min_k=1, caution=0.5)
+    """
+
+    threshold: float | None = None
+    max_fraction: float = 0.1
+    min_k: int = 1
+    caution: float = 0.5
+
+
+KSpec = int | float | str | AdaptiveK
+"""A block size: an int, a fraction in (0, 1) of the remaining features, ``"adaptive"`` or an :class:`AdaptiveK`."""
+
+
+@dataclass(frozen=True)
+class FixedK:
+    """Remove ``k`` features per step."""
+
+    k: int
+
+    def need(self, max_remaining: int) -> int:
+        return self.k
+
+    def block_sizes(self, remaining: Tensor, value: Tensor, sorted_grad: Tensor, log_space: bool) -> Tensor:
+        return torch.clamp(remaining, max=self.k)
+
+    def describe(self) -> str:
+        return f"k={self.k}"
+
+
+@dataclass(frozen=True)
+class FractionK:
+    """Remove ``floor(fraction * remaining)`` features per step (at least one)."""
+
+    fraction: float
+
+    def need(self, max_remaining: int) -> int:
+        return math.floor(max_remaining * self.fraction)
+
+    def block_sizes(self, remaining: Tensor, value: Tensor, sorted_grad: Tensor, log_space: bool) -> Tensor:
+        return torch.floor(remaining.double() * self.fraction).long()
+
+    def describe(self) -> str:
+        return f"k={self.fraction:g} of the remaining features"
+
+
+@dataclass(frozen=True)
+class AdaptiveSchedule:
+    """:class:`AdaptiveK` resolved against the threshold it steers by (``threshold_space``: comparison space)."""
+
+    options: AdaptiveK
+    threshold_space: float
+
+    def need(self, max_remaining: int) -> int:
+        return max(self.options.min_k, math.floor(max_remaining * self.options.max_fraction))
+
+    def block_sizes(self, remaining: Tensor, value: Tensor, sorted_grad: Tensor, log_space: bool) -> Tensor:
+        a = self.options
+        cum = torch.cumsum(sorted_grad.double(), dim=1)
+        v = value.double()
+        if log_space:
+            # steer in log-odds: near p = 1 log p hardly moves, so its margin to a threshold like 0.99 is tiny
+            # while the evidence (logits) can still fall a long way before the score crosses it
+            v_lo, one_minus_p = _log_odds(v)
+            t_lo, _ = _log_odds(torch.tensor(self.threshold_space, dtype=torch.float64, device=v.device))
+            margin = (v_lo - t_lo).unsqueeze(1)
+            cum = cum / one_minus_p.unsqueeze(1)  # d log-odds = d log p / (1 - p)
+        else:
+            margin = (v - self.threshold_space).unsqueeze(1)
+        above = margin >= 0
+        ok = torch.where(above, cum >= -a.caution * margin, cum <= -a.caution * margin)
+        lead = torch.cumprod(ok.long(), dim=1).sum(dim=1)  # length of the leading run of predicted-safe prefixes
+        cap = torch.clamp(torch.floor(remaining.double() * a.max_fraction).long(), min=a.min_k)
+        return torch.minimum(torch.clamp(lead, min=a.min_k), cap)
+
+    def describe(self) -> str:
+        return "adaptive k"
+
+
+Schedule = FixedK | FractionK | AdaptiveSchedule
+
+
+def _log_odds(log_p: Tensor) -> tuple[Tensor, Tensor]:
+    """``log(p / (1 - p))`` and ``1 - p`` from ``log p`` (float64, safe where ``p`` rounds to 1)."""
+    one_minus_p = torch.clamp(-torch.expm1(log_p), min=1e-300)
+    return log_p - torch.log(one_minus_p), one_minus_p
+
+
+def _k_error(caller: str, got: object) -> SISValueError:
+    return SISValueError(
+        f"The `k` parameter of {caller} must be a positive integer, a fraction in (0, 1), 'adaptive' or an "
+        f"AdaptiveK. Got {got!r} instead."
+    )
+
+
+def format_k(k: object, shortlist: object, caller: str) -> tuple[FixedK | FractionK | AdaptiveK, int | None]:
+    """Validate ``k`` and ``shortlist`` at a public door.
+
+    An adaptive ``k`` comes back as its :class:`AdaptiveK` options: :func:`resolve_schedule` binds it to a
+    threshold once the score space is known.
+    """
+    m = format_optional_positive_int(shortlist, "shortlist", caller)
+    if isinstance(k, bool):
+        raise _k_error(caller, k)
+    if isinstance(k, int):
+        if k < 1:
+            raise _k_error(caller, k)
+        if m is not None and k > m:
+            raise SISValueError(
+                f"The `k` parameter of {caller} must not exceed `shortlist` (the best k of the shortlisted "
+                f"removals are taken). Got k={k} and shortlist={m} instead."
+            )
+        return FixedK(k), m
+    if isinstance(k, float):
+        if not 0.0 < k < 1.0:
+            raise _k_error(caller, k)
+        return FractionK(k), m
+    if isinstance(k, str):
+        if k != "adaptive":
+            raise _k_error(caller, k)
+        return AdaptiveK(), m
+    if isinstance(k, AdaptiveK):
+        a = k
+        if a.threshold is not None and (isinstance(a.threshold, bool) or not isinstance(a.threshold, (int, float))):
+            raise SISTypeError(f"AdaptiveK.threshold must be None or a number. Got {a.threshold!r} instead.")
+        if not (isinstance(a.max_fraction, (int, float)) and 0.0 < a.max_fraction <= 1.0):
+            raise SISValueError(f"AdaptiveK.max_fraction must be in (0, 1]. Got {a.max_fraction!r} instead.")
+        if isinstance(a.min_k, bool) or not isinstance(a.min_k, int) or a.min_k < 1:
+            raise SISValueError(f"AdaptiveK.min_k must be a positive integer. Got {a.min_k!r} instead.")
+        if not (isinstance(a.caution, (int, float)) and 0.0 < a.caution <= 1.0):
+            raise SISValueError(f"AdaptiveK.caution must be in (0, 1]. Got {a.caution!r} instead.")
+        return a, m
+    raise SISTypeError(
+        f"The `k` parameter of {caller} must be a positive integer, a fraction in (0, 1), 'adaptive' or an "
+        f"AdaptiveK. Got {type(k).__name__} instead."
+    )
