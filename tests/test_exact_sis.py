@@ -365,3 +365,39 @@ def test_pretrained_resnet20_on_real_cifar10_images(shared_data) -> None:  # typ
     assert found >= 1
     ranks = sis.attribute(images, feature_mask=superpixels, threshold=0.9, batch_size=512)
     assert ranks.shape == images.shape and float(ranks.max()) == 64.0
+
+
+# ---------------------------------------------------------------------------------------- one pipeline, two doors
+def test_class_and_function_share_one_pipeline_and_its_defaults() -> None:
+    net = TinyConvNet(in_channels=1, classes=3, seed=2)
+    x = torch.randn(3, 1, 3, 3, generator=torch.Generator().manual_seed(7))
+    a = SufficientInputSubsets(net).explain(x, threshold=0.6)
+    b = sufficient_input_subsets(net, x, threshold=0.6)
+    c = sufficient_input_subsets(net, x, threshold=0.6, perturbations_per_eval=2)  # Captum's name, now here too
+    for ea, eb, ec in zip(a, b, c, strict=True):
+        assert ea.record.order.tolist() == eb.record.order.tolist() == ec.record.order.tolist()
+        assert ea.size == eb.size == ec.size
+
+
+def test_rank_map_needs_no_threshold_but_the_keep_mask_does() -> None:
+    net = TinyConvNet(in_channels=1, classes=3, seed=2)
+    x = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(7))
+    sis = SufficientInputSubsets(net)
+    ranks = sis.attribute(x)
+    assert torch.equal(ranks, sis.attribute(x, threshold=0.9))  # the threshold does not change the ranks
+    with pytest.raises(
+        SISValueError,
+        match=r'threshold` parameter of SufficientInputSubsets.attribute must be a number with output="keep_mask"',
+    ):
+        sis.attribute(x, output="keep_mask")
+
+
+def test_flags_are_validated_not_coerced() -> None:
+    net = TinyConvNet(in_channels=1, classes=3, seed=2)
+    x = torch.randn(1, 1, 3, 3)
+    with pytest.raises(
+        SISTypeError, match=r"The `collection` parameter of SufficientInputSubsets.explain must be a bool. Got str"
+    ):
+        SufficientInputSubsets(net).explain(x, threshold=0.5, collection="no")  # type: ignore[arg-type]
+    with pytest.raises(SISTypeError, match=r"The `show_progress` parameter of sufficient_input_subsets must be a bool"):
+        sufficient_input_subsets(net, x, threshold=0.5, show_progress="yes")  # type: ignore[arg-type]

@@ -349,3 +349,30 @@ def test_linear_score_k1_gives_the_exact_sis() -> None:
         model, torch.ones(1, 4), threshold=2.5, k=1, collection=True, score_func=LinearScore.score
     )
     assert [s.tolist() for s in res[0].collection] == [[0], [2, 1]]
+
+
+# ---------------------------------------------------------------------------------------- one pipeline, two doors
+def test_class_and_function_share_one_pipeline_and_its_defaults() -> None:
+    """``k`` defaults to 1 and ``batch_size`` to 64 at both doors; ``perturbations_per_eval`` works at both."""
+    net = TinyConvNet(in_channels=2, classes=3, seed=4)
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(3))
+    a = BatchedGradientSIS(net).explain(x, threshold=0.5)
+    b = batched_gradient_sis(net, x, threshold=0.5)
+    c = batched_gradient_sis(net, x, threshold=0.5, k=1, batch_size=64)
+    d = BatchedGradientSIS(net).explain(x, threshold=0.5, perturbations_per_eval=1)
+    for ea, eb, ec, ed in zip(a, b, c, d, strict=True):
+        assert (
+            ea.record.order.tolist() == eb.record.order.tolist() == ec.record.order.tolist() == ed.record.order.tolist()
+        )
+        assert ea.size == eb.size == ec.size == ed.size
+
+
+def test_rank_map_of_a_fixed_k_needs_no_threshold() -> None:
+    net = TinyConvNet(in_channels=2, classes=3, seed=4)
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(3))
+    sis = BatchedGradientSIS(net)
+    assert torch.equal(sis.attribute(x, k=2), sis.attribute(x, k=2, threshold=0.9))
+    with pytest.raises(SISValueError, match="adaptive, which steers by a threshold"):
+        sis.attribute(x, k="adaptive")
+    with pytest.raises(SISValueError, match='must be a number with output="keep_mask"'):
+        sis.attribute(x, k=2, output="keep_mask")
