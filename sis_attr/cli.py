@@ -7,7 +7,7 @@ Usage::
 
 ``sis-attr demo`` needs no download: it trains two small CNNs on scikit-learn's 8x8 digits (one of them on a
 copy with a planted shortcut), audits both and writes a report comparing them (see
-:mod:`sis_attr.overinterpretation.demo`).
+:mod:`sis_attr.demo`).
 
 ``sis-attr audit`` audits a model of yours on your data and writes the report of
 :func:`sis_attr.overinterpretation.audit`:
@@ -48,7 +48,6 @@ import importlib
 import importlib.util
 import os
 import pickle
-import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,7 +59,7 @@ from torch import Tensor, nn
 
 from sis_attr.exceptions import CLIError, SISError
 
-__all__ = ["CLIError", "load_data", "load_model", "load_weights", "main"]
+__all__ = ["load_data", "load_model", "load_weights", "main"]
 
 _EXIT_USAGE = 2
 
@@ -123,13 +122,31 @@ def _import_module(module_part: str) -> Any:
 
 
 def load_model(spec: str) -> nn.Module:
-    """Build the model named by ``MODULE:CALLABLE`` (see the module docstring).
+    """Build the model named by ``MODULE:CALLABLE`` (``--model``; see the module docstring).
+
+    The module's code runs: only name modules you trust.
+
+    Parameters
+    ----------
+    spec : str
+        ``MODULE:CALLABLE``: a dotted module importable from the current directory or ``sys.path``, or the path
+        of a ``.py`` file, then a (possibly dotted) callable that takes no argument.
+
+    Returns
+    -------
+    torch.nn.Module
+        What the callable returned, unchanged (its mode included).
 
     Raises
     ------
     CLIError
         If the module cannot be imported, the callable is missing or fails, or it does not return an
         ``nn.Module``.
+
+    Examples
+    --------
+    >>> load_model("sis_attr.testing:TinyConvNet").fc
+    Linear(in_features=8, out_features=10, bias=True)
     """
     module_part, sep, attr = spec.rpartition(":")
     if not sep or not module_part or not attr:
@@ -166,8 +183,8 @@ def _state_dict_of(obj: Any) -> Mapping[str, Any] | None:
     return None
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+def _plural(n: int, word: str, plural: str) -> str:
+    return f"{n} {word if n == 1 else plural}"
 
 
 def _examples(keys: Sequence[str], limit: int = 3) -> str:
@@ -175,34 +192,73 @@ def _examples(keys: Sequence[str], limit: int = 3) -> str:
     return shown + (", ..." if len(keys) > limit else "")
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_pickle: bool = False) -> None:
-    """Load a state dict from ``path`` into ``model``, which it must fit exactly (see the module docstring).
+def _unsafe_globals(file: Path) -> list[str]:
+    """The globals that ``torch.load(file, weights_only=True)`` would refuse, read without unpickling anything.
 
-    On an error ``model`` may be partly loaded: discard it.
+    Empty where torch cannot tell (torch < 2.5, or a file that is not a zip checkpoint): ``torch.load`` decides.
+    """
+    inspect = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if inspect is None:
+        return []
+    try:
+        return sorted(str(name) for name in inspect(file))
+    except Exception:  # not a checkpoint written by torch.save (legacy format, or no checkpoint at all)
+        return []
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_pickle: bool = False) -> None:
+    """Load a state dict from ``path`` into ``model`` (``--weights``), which it must fit exactly.
+
+    The file is read with ``torch.load(..., weights_only=True)``. A checkpoint dict with a ``"state_dict"`` (or
+    ``"model_state_dict"``) entry works too, and a ``module.`` prefix on every key is removed. Shapes are
+    compared with the model's before anything is copied; missing and unexpected keys are those that
+    ``model.load_state_dict(..., strict=False)`` reports. After an error ``model`` may be partly loaded: discard it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model built by :func:`load_model`; its parameters and buffers are overwritten in place.
+    path : str or os.PathLike
+        The file written by ``torch.save``.
+    unsafe_load_pickle : bool, default False
+        Read the file with ``weights_only=False``, which runs whatever code it holds: trusted files only.
 
     Raises
     ------
     CLIError
         If the file is missing or unreadable, needs arbitrary unpickling without ``unsafe_load_pickle``, holds no
-        state dict, or its keys or shapes do not fit the model.
+        state dict, or its keys or shapes do not fit the model (the message names the first few).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sis_attr.testing import TinyConvNet
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     torch.save({"state_dict": TinyConvNet(seed=1).state_dict()}, Path(tmp) / "w.pt")
+    ...     model = TinyConvNet(seed=0)
+    ...     load_weights(model, Path(tmp) / "w.pt")
+    >>> torch.equal(model.fc.weight, TinyConvNet(seed=1).fc.weight)
+    True
     """
     file = Path(path)
     if not file.is_file():
         raise CLIError(f"--weights: the file {str(file)!r} does not exist.")
+    if not unsafe_load_pickle:
+        unsafe = _unsafe_globals(file)
+        if unsafe:
+            raise CLIError(
+                f"--weights: {str(file)!r} is not a plain state dict: it holds pickled {_examples(unsafe)}, which "
+                "torch.load(weights_only=True) refuses. If you trust the file, pass --unsafe-load-pickle (it can run "
+                "arbitrary code), or save model.state_dict() instead."
+            )
     try:
         obj = torch.load(file, map_location="cpu", weights_only=not unsafe_load_pickle)
     except pickle.UnpicklingError as err:
-        text = str(err)
-        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if needs is not None and not unsafe_load_pickle:
-            raise CLIError(
-                f"--weights: {str(file)!r} is not a plain state dict: it holds a pickled {needs.group(1)}, which "
-                "torch.load(weights_only=True) refuses. If you trust the file, pass --unsafe-load-pickle (it can run "
-                "arbitrary code), or save model.state_dict() instead."
-            ) from err
-        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-        reason = detail.group(1).strip() if detail else _first_line(err)
-        raise CLIError(f"--weights: cannot read {str(file)!r} as a torch checkpoint: {reason}") from err
+        # torch wraps the unpickler's own error (e.g. "Unsupported operand 110") in a long explanation: report
+        # the original one
+        reason = _first_line(err.__context__ if isinstance(err.__context__, pickle.UnpicklingError) else err)
+        hint = "" if unsafe_load_pickle else " (if it is a pickle you trust, --unsafe-load-pickle may read it)"
+        raise CLIError(f"--weights: cannot read {str(file)!r} as a torch checkpoint: {reason}{hint}") from err
     except Exception as err:  # torch raises several types for files that are not checkpoints
         raise CLIError(
             f"--weights: cannot read {str(file)!r} as a torch checkpoint: {type(err).__name__}: {_first_line(err)}"
@@ -237,13 +293,15 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_
             raise CLIError(f"--weights: {str(file)!r} does not fit the model: {_first_line(err)}") from err
         missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"{_plural(len(missing), 'missing key')} ({_examples(missing)})")
-        if unexpected:
-            problems.append(f"{_plural(len(unexpected), 'unexpected key')} ({_examples(unexpected)})")
-        if mismatched:
-            problems.append(f"{_plural(len(mismatched), 'shape mismatch')} ({_examples(mismatched, 2)})")
+        problems = [
+            f"{_plural(len(keys), word, plural)} ({_examples(keys, limit)})"
+            for keys, word, plural, limit in (
+                (missing, "missing key", "missing keys", 3),
+                (unexpected, "unexpected key", "unexpected keys", 3),
+                (mismatched, "shape mismatch", "shape mismatches", 2),
+            )
+            if keys
+        ]
         raise CLIError(f"--weights: {str(file)!r} does not fit the model: " + "; ".join(problems) + ".")
 
 
@@ -260,13 +318,45 @@ def load_data(
 ) -> tuple[Tensor, Tensor, tuple[str, ...]]:
     """Read ``--data``: a CIFAR-10 python-batch directory, an image folder or an ``.npz`` archive.
 
-    ``limit`` keeps the first images (CIFAR-10, ``.npz``) or, for an image folder (whose files are sorted by
-    class), ``limit`` images drawn at random with ``seed``.
+    A directory holding ``batches.meta`` is read with :func:`~sis_attr.datasets.load_cifar10_batches`, any other
+    directory with :func:`~sis_attr.datasets.load_image_folder`, an ``.npz`` file with
+    :func:`~sis_attr.datasets.load_npz_images`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The directory or file.
+    split : {"test", "train"}, default "test"
+        CIFAR-10 split.
+    limit : int, optional
+        Keep the first ``limit`` images (CIFAR-10, ``.npz``) or, for an image folder (whose files are sorted by
+        class), ``limit`` images drawn at random with ``seed``.
+    images_key, labels_key : str, default "X", "y"
+        Arrays of an ``.npz`` archive.
+    grayscale : bool, default False
+        Read image folders as one-channel images.
+    seed : int, default 0
+        Seed of the draw from an image folder.
+
+    Returns
+    -------
+    tuple of (torch.Tensor, torch.Tensor, tuple of str)
+        float32 images ``(N, C, H, W)`` in ``[0, 1]``, int64 labels ``(N,)`` and the class names.
 
     Raises
     ------
     CLIError, SISError
         If the path does not exist or its contents are not in one of the formats.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     np.savez(Path(tmp) / "d.npz", X=np.zeros((3, 8, 8, 3), dtype=np.uint8), y=np.array([0, 1, 1]))
+    ...     images, labels, names = load_data(Path(tmp) / "d.npz", limit=2)
+    >>> tuple(images.shape), labels.tolist(), names
+    ((2, 3, 8, 8), [0, 1], ('0', '1'))
     """
     from sis_attr.datasets import load_cifar10_batches, load_image_folder, load_npz_images
 
@@ -345,7 +435,7 @@ def _probability(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sis-attr``."""
     from sis_attr import __version__
 
@@ -452,7 +542,7 @@ def _resolve_device(text: str) -> torch.device:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from sis_attr.overinterpretation.demo import run_demo
+    from sis_attr.demo import run_demo
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -586,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["audit", "--model", "no_such_module_xyz:build", "--data", "x.npz"])  # message on stderr
     2
     """
-    parser = build_parser()
+    parser = _build_parser()
     try:
         args = parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exc:  # argparse exits on bad usage (2) and after --help/--version (0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sis_attr.cli import main
-from sis_attr.overinterpretation.demo import DIGITS_SHORTCUT_POSITIONS
+from sis_attr.demo import DIGITS_SHORTCUT_POSITIONS
 from sis_attr.testing import TinyConvNet
 
 EVIL = "<script>alert(1)</script>"
@@ -35,6 +35,11 @@ def not_a_model():
 
 def broken():
     raise RuntimeError("factory exploded")
+
+def build_resnet8():
+    from sis_attr.models import cifar_resnet
+
+    return cifar_resnet(8, num_classes=3)
 
 class Factory:
     @staticmethod
@@ -98,6 +103,34 @@ def test_demo_exposes_the_shortcut(demo_run: tuple[Path, int, str]) -> None:
     assert shortcut["accuracy"] >= 0.9 and clean["accuracy"] >= 0.9
     acc_without = next(v for k, v in shortcut["metrics"].items() if "without" in k)
     assert acc_without < 0.5  # without the mark it fails
+
+
+def test_old_demo_module_is_a_deprecated_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import sis_attr.demo
+    import sis_attr.overinterpretation
+
+    # import it afresh (an earlier import would be cached), and leave no trace for other tests
+    monkeypatch.delitem(sys.modules, "sis_attr.overinterpretation.demo", raising=False)
+    monkeypatch.delattr(sis_attr.overinterpretation, "demo", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"sis_attr\.demo"):
+        old = importlib.import_module("sis_attr.overinterpretation.demo")
+    assert old.__all__ == sis_attr.demo.__all__
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(sis_attr.demo, name)
+    monkeypatch.delitem(sys.modules, "sis_attr.overinterpretation.demo")
+    monkeypatch.delattr(sis_attr.overinterpretation, "demo", raising=False)
+
+
+def test_demo_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in (
+        (["demo", "--images", "0"], "expected a positive integer, got '0'"),
+        (["demo", "--epochs", "two"], "expected a positive integer, got 'two'"),
+        (["demo", "--seed", "-1"], "expected a non-negative integer, got '-1'"),
+    ):
+        code, out, err = run([*argv, "--no-progress"], capsys)
+        assert code == 2 and out == "" and message in err, err
 
 
 # ------------------------------------------------------------------------------------------------ audit
@@ -188,6 +221,7 @@ def test_unsafe_pickle_needs_the_flag(workspace: Path, capsys: pytest.CaptureFix
     torch.save(TinyConvNet(in_channels=1, classes=3, width=4, seed=1), workspace / "whole.pt")
     code, out, err = run(audit_args(workspace, "--weights", str(workspace / "whole.pt")), capsys)
     assert code == 2 and "--unsafe-load-pickle" in err and out == ""
+    assert "holds pickled sis_attr.testing.TinyConvNet" in err  # what it holds, read without unpickling it
     assert not (workspace / "out").exists()
     code, _, err = run(audit_args(workspace, "--weights", str(workspace / "whole.pt"), "--unsafe-load-pickle"), capsys)
     assert code == 0, err
@@ -197,7 +231,7 @@ def test_unsafe_pickle_needs_the_flag(workspace: Path, capsys: pytest.CaptureFix
 def test_audit_image_folder_and_cifar_batches(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
-    from sis_attr.datasets import write_cifar10_batches
+    from sis_attr.testing import write_cifar10_batches
 
     folder = workspace / "folder"
     for cls, value in (("cat", 40), ("dog", 200)):
@@ -274,7 +308,15 @@ ERROR_CASES = {
     "factory raises": (["--model", "{ws}/factory.py:broken"], "factory exploded"),
     "weights shapes": (["--model", "{ws}/factory.py:build_wide", "--weights", "{ws}/weights.pt"], "shape mismatch"),
     "weights keys": (["--weights", "{ws}/other_keys.pt"], "missing key"),
-    "weights garbage": (["--weights", "{ws}/garbage.pt"], "cannot read"),
+    "weights garbage": (["--weights", "{ws}/garbage.pt"], "cannot read '{ws}/garbage.pt' as a torch checkpoint"),
+    "weights of another depth": (
+        ["--model", "{ws}/factory.py:build_resnet8", "--weights", "{ws}/resnet14.pt"],
+        "36 unexpected keys (layer1.1.conv1.weight, layer1.1.bn1.weight, layer1.1.bn1.bias, ...)",
+    ),
+    "weights of another width": (
+        ["--model", "{ws}/factory.py:build_resnet8", "--weights", "{ws}/resnet8_5.pt"],
+        "2 shape mismatches (linear.weight: file (5, 64) vs model (3, 64), linear.bias: file (5,) vs model (3,))",
+    ),
     "weights missing": (["--weights", "{ws}/nope.pt"], "does not exist"),
     "weights not a dict": (["--weights", "{ws}/tensor.pt"], "not a state dict"),
     "data shape": (["--data", "{ws}/rgb.npz"], "cannot run on the data"),
@@ -297,7 +339,13 @@ def test_errors_exit_2_with_one_line(case: str, workspace: Path, capsys: pytest.
     torch.save(torch.nn.Linear(2, 2).state_dict(), workspace / "other_keys.pt")
     (workspace / "garbage.pt").write_bytes(b"not a checkpoint at all")
     torch.save(torch.zeros(3), workspace / "tensor.pt")
+    if "resnet" in case or "depth" in case or "width" in case:
+        from sis_attr.models import cifar_resnet
+
+        torch.save({"state_dict": cifar_resnet(14, num_classes=3).state_dict()}, workspace / "resnet14.pt")
+        torch.save(cifar_resnet(8, num_classes=5).state_dict(), workspace / "resnet8_5.pt")
     extra, message = ERROR_CASES[case]
+    message = message.replace("{ws}", str(workspace))
     # later options override the defaults of audit_args
     args = audit_args(workspace) + [e.replace("{ws}", str(workspace)) for e in extra]
     code, out, err = run(args, capsys)
