@@ -4,16 +4,16 @@ Every loader returns a :class:`LabelledImages` named tuple ``(images, labels, cl
 float32 ``(N, C, H, W)`` tensor with values in ``[0, 1]`` (unless a loader's ``dtype`` asks for raw ``uint8``),
 ``labels`` an int64 ``(N,)`` tensor and ``class_names`` a tuple of strings indexed by label.
 
-Nothing here downloads anything. The real CIFAR-10 files used by the tests and examples live in
-``../shared/data`` next to the project (see :func:`shared_data_dir`); the only data set bundled with a
-dependency is scikit-learn's 8x8 digits (:func:`load_digits_images`).
+Nothing here downloads anything. A directory of real data (CIFAR-10 batches, pretrained checkpoints) can be
+named once in the environment variable ``SIS_ATTR_SHARED_DATA`` (see :func:`shared_data_dir`); the only data
+set bundled with a dependency is scikit-learn's 8x8 digits (:func:`load_digits_images`).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import struct
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NamedTuple
@@ -30,7 +30,6 @@ __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN_STD_AKAMASTER",
     "SHARED_DATA_ENV_VAR",
-    "DatasetNotFoundError",
     "LabelledImages",
     "TensorImageDataset",
     "load_cifar10_batches",
@@ -39,7 +38,6 @@ __all__ = [
     "load_npz_images",
     "normalize",
     "shared_data_dir",
-    "write_cifar10_batches",
 ]
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -93,15 +91,20 @@ class LabelledImages(NamedTuple):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def shared_data_dir() -> Path | None:
-    """Return the shared real-data directory, or ``None`` where there is none.
+def shared_data_dir(*, fallback: str | os.PathLike[str] | None = None) -> Path | None:
+    """Return the directory of real data named by ``$SIS_ATTR_SHARED_DATA``, or ``None`` where there is none.
 
     The directory is, in order of precedence:
 
-    1. the path in the environment variable ``SIS_ATTR_SHARED_DATA`` (if set; ``None`` is returned when it is
-       set but is not a directory, so that a wrong override is never silently replaced by another directory);
-    2. ``../shared/data`` relative to the project root, the project root being the parent of the directory of
-       the :mod:`sis_attr` package (useful in a source checkout; an installed package normally has none).
+    1. the path in the environment variable ``SIS_ATTR_SHARED_DATA``, if it is set (``None`` is returned when it
+       is set but is not a directory, so that a wrong setting is never silently replaced by another directory);
+    2. ``fallback``, if it is given and is a directory (for instance the data directory beside a source
+       checkout, which a script can compute from its own ``__file__``).
+
+    Parameters
+    ----------
+    fallback : str or os.PathLike, optional
+        Where to look when the environment variable is not set.
 
     Returns
     -------
@@ -110,16 +113,19 @@ def shared_data_dir() -> Path | None:
 
     Examples
     --------
-    >>> root = shared_data_dir()
-    >>> root is None or root.is_dir()
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     found = shared_data_dir(fallback=tmp)
+    ...     found == Path(tmp).resolve() or SHARED_DATA_ENV_VAR in os.environ
     True
     """
     override = os.environ.get(SHARED_DATA_ENV_VAR)
     if override:
         path = Path(override).expanduser()
         return path.resolve() if path.is_dir() else None
-    project_root = Path(__file__).resolve().parent.parent
-    candidate = project_root.parent / "shared" / "data"
+    if fallback is None:
+        return None
+    candidate = Path(fallback).expanduser()
     return candidate.resolve() if candidate.is_dir() else None
 
 
@@ -291,29 +297,6 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-class _Py2StringPickler(pickle._Pickler):
-    """Protocol-2 pickler that writes ``bytes`` as Python-2 ``str`` (``SHORT_BINSTRING``/``BINSTRING``), exactly
-    like the official CIFAR-10 batches, so ``pickle.load(fh, encoding="bytes")`` gives ``bytes`` keys and
-    ``encoding="latin1"`` gives ``str`` keys, and the file holds no ``_codecs.encode`` global."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2_str(self, obj: bytes) -> None:
-        n = len(obj)
-        if n < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)  # type: ignore[attr-defined]
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)  # type: ignore[attr-defined]
-        self.memoize(obj)  # type: ignore[attr-defined]
-
-    dispatch[bytes] = _save_py2_str  # type: ignore[assignment]
-
-
-def _write_pickle(path: Path, obj: object) -> None:
-    with path.open("wb") as fh:
-        _Py2StringPickler(fh, protocol=2).dump(obj)
-
-
 def _read_pickle(path: Path, caller: str) -> dict[bytes, Any]:
     try:
         with path.open("rb") as fh:
@@ -383,7 +366,7 @@ def load_cifar10_batches(
     The directory holds ``test_batch``, ``data_batch_1`` .. ``data_batch_5`` and ``batches.meta``: Python-2
     pickles of dicts whose ``b"data"`` is an ``(N, 3072)`` uint8 array (each row the red, green then blue
     32x32 plane) and whose ``b"labels"`` is a list of ``N`` integers. Directories holding fewer images per batch
-    (such as the lossless subset in ``../shared/data/cifar10/cifar-10-batches-py-subset``) load the same way.
+    (such as a subset written by :func:`sis_attr.testing.write_cifar10_batches`) load the same way.
 
     The pickles are read with an unpickler that only admits numpy arrays, so a tampered file cannot run code.
 
@@ -419,9 +402,10 @@ def load_cifar10_batches(
 
     Examples
     --------
-    A directory written by :func:`write_cifar10_batches` (the real one is read the same way):
+    A directory written by :func:`sis_attr.testing.write_cifar10_batches` (the real one is read the same way):
 
     >>> import tempfile
+    >>> from sis_attr.testing import write_cifar10_batches
     >>> x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     _ = write_cifar10_batches(tmp, x, torch.arange(5), split="test")
@@ -479,109 +463,6 @@ def _read_cifar_meta(path: Path, caller: str) -> tuple[str, ...]:
             f"Got keys {sorted(meta)} instead."
         )
     return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
-
-
-def write_cifar10_batches(
-    directory: str | os.PathLike[str],
-    images: Tensor,
-    labels: Tensor,
-    *,
-    split: Literal["test", "train"] = "test",
-    class_names: Sequence[str] = CIFAR10_CLASSES,
-) -> list[Path]:
-    """Write images in the official CIFAR-10 python-batch format (the inverse of :func:`load_cifar10_batches`).
-
-    Useful for tests (a small directory with known content) and for handing subsets to other CIFAR-10 tools.
-
-    Parameters
-    ----------
-    directory : str or os.PathLike
-        Created if needed. Existing batch files of the same names are overwritten.
-    images : torch.Tensor
-        ``(N, 3, 32, 32)`` images, either uint8 or floating point in ``[0, 1]`` (rounded to ``round(255 x)``).
-    labels : torch.Tensor
-        ``(N,)`` integer labels in ``0..len(class_names) - 1``.
-    split : {"test", "train"}, default "test"
-        ``"test"`` writes ``test_batch``; ``"train"`` splits the images in order over ``data_batch_1`` ..
-        ``data_batch_5`` (as evenly as possible).
-    class_names : sequence of str, default CIFAR10_CLASSES
-        Written to ``batches.meta``.
-
-    Returns
-    -------
-    list of pathlib.Path
-        The files written, ``batches.meta`` last.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     files = write_cifar10_batches(tmp, torch.zeros(6, 3, 32, 32), torch.zeros(6, dtype=torch.long),
-    ...                                   split="train")
-    ...     [f.name for f in files]
-    ['data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'batches.meta']
-    """
-    caller = "write_cifar10_batches"
-    if split not in ("test", "train"):
-        raise SISValueError(f"The `split` parameter of {caller} must be 'test' or 'train'. Got {split!r} instead.")
-    if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, 32, 32):
-        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise SISValueError(f"The `images` parameter of {caller} must have shape (N, 3, 32, 32). Got {got} instead.")
-    if not isinstance(labels, Tensor) or labels.shape != (images.shape[0],) or labels.is_floating_point():
-        got_labels = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
-        raise SISValueError(
-            f"The `labels` parameter of {caller} must be an integer tensor of shape ({images.shape[0]},). "
-            f"Got {got_labels} instead."
-        )
-    names = [str(n) for n in class_names]
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(names)):
-        raise SISValueError(
-            f"The `labels` parameter of {caller} must lie in 0..{len(names) - 1} (one per class name). "
-            f"Got values from {int(labels.min())} to {int(labels.max())} instead."
-        )
-    if images.dtype == torch.uint8:
-        data = images.detach().cpu().numpy()
-    elif images.is_floating_point():
-        x = images.detach().cpu()
-        if x.numel() and (x.min() < 0 or x.max() > 1 or not torch.isfinite(x).all()):
-            raise SISValueError(
-                f"The `images` parameter of {caller} must be uint8 or floating point in [0, 1]. "
-                f"Got values from {float(x.min())} to {float(x.max())} instead."
-            )
-        data = (x * 255).round().to(torch.uint8).numpy()
-    else:
-        raise SISTypeError(
-            f"The `images` parameter of {caller} must be uint8 or floating point. Got dtype {images.dtype} instead."
-        )
-    rows = data.reshape(data.shape[0], -1)
-    label_list = [int(v) for v in labels.tolist()]
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    if split == "test":
-        chunks = [(_CIFAR_TEST_FILES[0], np.arange(rows.shape[0]), "testing batch 1 of 1")]
-    else:
-        chunks = [
-            (name, idx, f"training batch {i + 1} of 5")
-            for i, (name, idx) in enumerate(
-                zip(_CIFAR_TRAIN_FILES, np.array_split(np.arange(rows.shape[0]), 5), strict=True)
-            )
-        ]
-    for name, idx, batch_label in chunks:
-        batch = {
-            b"batch_label": batch_label.encode(),
-            b"labels": [label_list[i] for i in idx],
-            b"data": np.ascontiguousarray(rows[idx]),
-            b"filenames": [f"image_{i}.png".encode() for i in idx],
-        }
-        path = root / name
-        _write_pickle(path, batch)
-        written.append(path)
-    meta = {b"num_cases_per_batch": int(rows.shape[0]), b"label_names": [n.encode() for n in names], b"num_vis": 3072}
-    meta_path = root / _CIFAR_META_FILE
-    _write_pickle(meta_path, meta)
-    written.append(meta_path)
-    return written
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -856,3 +737,23 @@ def load_digits_images() -> LabelledImages:
     images = torch.from_numpy(np.asarray(digits.images, dtype=np.float32) / 16.0).unsqueeze(1).contiguous()
     labels = torch.from_numpy(np.asarray(digits.target, dtype=np.int64))
     return LabelledImages(images, labels, tuple(str(int(n)) for n in digits.target_names))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Deprecated names (removed in the next release)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated alias: ``write_cifar10_batches`` moved to :mod:`sis_attr.testing`."""
+    if name == "write_cifar10_batches":
+        warnings.warn(
+            "sis_attr.datasets.write_cifar10_batches is deprecated and will be removed in the next release: import "
+            "it from sis_attr.testing (a fixture for tests and documentation).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from sis_attr.testing import write_cifar10_batches
+
+        return write_cifar10_batches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,13 @@
-"""Model definitions used by the tests, examples, benchmarks and the overinterpretation audit (torch only).
+"""The models of the paper and of the demo (torch only).
 
 * :func:`cifar_resnet` / :class:`CifarResNet`: the CIFAR-10 ResNet-(6n+2) of He et al. (2016) with option-A
   shortcuts, with the module names of akamaster/pytorch_resnet_cifar10, so that its pretrained checkpoints load
   strictly (:func:`load_pretrained_cifar_resnet`).
 * :class:`NormalizedModel`: per-channel normalisation as the first step of a model.
-* :class:`DigitsCNN` and :class:`SmallCIFARCNN`: small CNNs for 1x8x8 digits and 3x32x32 images.
-* :class:`InputDropout` and :class:`MeanLogitEnsemble`: the two mitigations of overinterpretation studied by
-  Carter et al.: ensembling (the arithmetic mean of the members' logits, Sections 3.2 and 4.6) and, in the
-  paper's later version, input dropout.
+* :class:`DigitsCNN`: a small CNN for the 1x8x8 scikit-learn digits (the model of ``sis-attr demo``).
+
+The mitigations of overinterpretation (:class:`~sis_attr.overinterpretation.MeanLogitEnsemble`,
+:class:`~sis_attr.overinterpretation.InputDropout`) live in :mod:`sis_attr.overinterpretation.mitigation`.
 
 Every ReLU is its own (non-inplace) :class:`torch.nn.ReLU` module, so hooks and Captum's layer and DeepLift
 methods work on these models.
@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sis_attr._core.validation import format_positive_int
-from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, shared_data_dir
-from sis_attr.exceptions import DatasetNotFoundError, SISTypeError, SISValueError
+from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, SHARED_DATA_ENV_VAR, shared_data_dir
+from sis_attr.exceptions import CheckpointNotFoundError, SISTypeError, SISValueError
 
 __all__ = [
     "BasicBlock",
     "CifarResNet",
     "DigitsCNN",
-    "InputDropout",
-    "MeanLogitEnsemble",
     "NormalizedModel",
-    "SmallCIFARCNN",
     "cifar_resnet",
     "load_pretrained_cifar_resnet",
 ]
@@ -276,17 +274,17 @@ def _find_checkpoint(depth: int, weights_dir: str | os.PathLike[str] | None, cal
     if weights_dir is None:
         shared = shared_data_dir()
         if shared is None:
-            raise DatasetNotFoundError(
-                f"{caller} was given a depth ({depth}) but no `weights_dir`, and no shared data directory was "
-                "found (../shared/data next to the project, or $SIS_ATTR_SHARED_DATA). Pass `weights_dir` or the "
-                "path of a checkpoint file."
+            raise CheckpointNotFoundError(
+                f"{caller} was given a depth ({depth}) but no `weights_dir`, and ${SHARED_DATA_ENV_VAR} does not "
+                "name a directory. Pass `weights_dir`, the path of a checkpoint file, or set "
+                f"${SHARED_DATA_ENV_VAR} to the directory that holds weights/resnet{depth}-*.th."
             )
         directory = shared / "weights"
     else:
         directory = Path(weights_dir)
     candidates = sorted(directory.glob(f"resnet{depth}-*.th")) + sorted(directory.glob(f"resnet{depth}.th"))
     if not candidates:
-        raise DatasetNotFoundError(
+        raise CheckpointNotFoundError(
             f"{caller} found no checkpoint 'resnet{depth}-*.th' in {str(directory)!r}. "
             "Download it from github.com/akamaster/pytorch_resnet_cifar10 (pretrained_models/) or pass its path."
         )
@@ -338,7 +336,8 @@ def load_pretrained_cifar_resnet(
     path_or_depth : str, os.PathLike or int
         A checkpoint file, or a depth (20, 32, 44, 56) to look up ``resnet<depth>-*.th`` in ``weights_dir``.
     weights_dir : str or os.PathLike, optional
-        Where to look up a depth. Defaults to ``shared_data_dir() / "weights"``.
+        Where to look up a depth. Defaults to ``shared_data_dir() / "weights"`` (the ``weights`` folder of the
+        directory named by the environment variable ``SIS_ATTR_SHARED_DATA``).
     with_normalization : bool, default True
         Wrap the ResNet in :class:`NormalizedModel` with :data:`~sis_attr.datasets.CIFAR10_MEAN_STD_AKAMASTER`.
     check_hash : bool, default False
@@ -353,10 +352,12 @@ def load_pretrained_cifar_resnet(
 
     Raises
     ------
-    DatasetNotFoundError
-        If the file (or, for a depth, the weights directory or a matching checkpoint) does not exist.
+    CheckpointNotFoundError
+        If the file (or, for a depth, the weights directory or a matching checkpoint) does not exist. It
+        subclasses :class:`FileNotFoundError`.
     SISValueError
-        If the file is not such a checkpoint, its keys do not match the architecture, or the hash check fails.
+        If the file is not such a checkpoint, its keys do not match the architecture, it holds a ResNet of another
+        depth than the one asked for, or the hash check fails.
 
     References
     ----------
@@ -383,8 +384,10 @@ def load_pretrained_cifar_resnet(
         raise SISTypeError(
             f"The `path_or_depth` parameter of {caller} must be a path or an integer depth. Got a bool instead."
         )
+    depth: int | None = None
     if isinstance(path_or_depth, int):
-        path = _find_checkpoint(_blocks_for_depth(path_or_depth, caller) * 6 + 2, weights_dir, caller)
+        depth = _blocks_for_depth(path_or_depth, caller) * 6 + 2
+        path = _find_checkpoint(depth, weights_dir, caller)
     elif isinstance(path_or_depth, (str, os.PathLike)):
         path = Path(path_or_depth)
     else:
@@ -393,7 +396,7 @@ def load_pretrained_cifar_resnet(
             f"Got {type(path_or_depth).__name__} instead."
         )
     if not path.is_file():
-        raise DatasetNotFoundError(f"{caller}: the checkpoint {str(path)!r} does not exist.")
+        raise CheckpointNotFoundError(f"{caller}: the checkpoint {str(path)!r} does not exist.")
     if check_hash:
         _verify_hash(path, caller)
     try:
@@ -414,6 +417,11 @@ def load_pretrained_cifar_resnet(
             f"Got keys such as {sorted(state)[:5]} instead."
         )
     model = CifarResNet(max(blocks) + 1, num_classes=int(state["linear.weight"].shape[0]))
+    if depth is not None and model.depth != depth:
+        raise SISValueError(
+            f"{caller} was asked for depth {depth}, but {str(path)!r} holds a ResNet{model.depth}. "
+            "Rename or remove the file, or pass its path to load it as it is."
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -474,21 +482,11 @@ class DigitsCNN(nn.Module):
         return out
 
 
-class SmallCIFARCNN(nn.Module):
-    """A small CNN for 3x32x32 images (about 25k parameters), for tests and benchmarks.
+class _SmallCIFARCNN(nn.Module):
+    """Deprecated (``sis_attr.models.SmallCIFARCNN``): a small CNN for 3x32x32 images, kept for one release.
 
-    Three 3x3 convolution + batch norm + ReLU stages (16, 32, 64 channels), the last two after 2x2 max pooling,
-    then global average pooling and a linear layer. Any input size of at least 4x4 works.
-
-    Parameters
-    ----------
-    num_classes : int, default 10
-    in_channels : int, default 3
-
-    Examples
-    --------
-    >>> SmallCIFARCNN().eval()(torch.zeros(2, 3, 32, 32)).shape
-    torch.Size([2, 10])
+    No part of the package, its examples or benchmarks uses it; build your own model, or use
+    :func:`cifar_resnet` (``cifar_resnet(8)`` is small) or :class:`sis_attr.testing.TinyConvNet`.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
@@ -517,134 +515,30 @@ class SmallCIFARCNN(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Mitigations studied in the paper: input dropout and ensembles
+# Deprecated names (removed in the next release)
 # --------------------------------------------------------------------------------------------------------------
 
+_MOVED_TO_MITIGATION = ("InputDropout", "MeanLogitEnsemble")
 
-class InputDropout(nn.Module):
-    """Drop whole input pixels during training by setting them to a baseline value.
 
-    In training mode each pixel (all channels of one spatial position, as SIS masks them) of each example is
-    replaced by ``baseline`` with probability ``p``, independently. Unlike :class:`torch.nn.Dropout` the kept
-    values are *not* rescaled: the model learns to classify partially masked images, as seen by SIS. In eval
-    mode the layer is the identity (it returns its input). Put it in front of a model with
-    ``nn.Sequential(InputDropout(p), model)``; it has no parameters and never touches other modules.
-
-    Parameters
-    ----------
-    p : float, default 0.5
-        Drop probability, in ``[0, 1)``.
-    baseline : float or torch.Tensor, default 0.0
-        Value of dropped pixels: a number, or a tensor broadcastable to ``(C, H, W)`` (such as a mean image).
-    generator : torch.Generator, optional
-        Source of randomness (for reproducible masks); the global generator otherwise.
-
-    Notes
-    -----
-    Inputs are ``(N, C, *spatial)`` (one mask per example and spatial position) or ``(N, F)`` (one mask per
-    feature).
-
-    Examples
-    --------
-    >>> drop = InputDropout(0.5, generator=torch.Generator().manual_seed(0))
-    >>> x = torch.ones(1, 3, 4, 4)
-    >>> y = drop(x)
-    >>> bool(((y == 0).all(dim=1) | (y == 1).all(dim=1)).all())  # whole pixels are dropped
-    True
-    >>> torch.equal(drop.eval()(x), x)
-    True
-    """
-
-    baseline: Tensor
-
-    def __init__(self, p: float = 0.5, baseline: float | Tensor = 0.0, *, generator: torch.Generator | None = None):
-        super().__init__()
-        caller = "InputDropout"
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
-            raise SISValueError(f"The `p` parameter of {caller} must be a number in [0, 1). Got {p!r} instead.")
-        if not isinstance(baseline, (int, float, Tensor)) or isinstance(baseline, bool):
-            raise SISTypeError(
-                f"The `baseline` parameter of {caller} must be a number or a tensor. "
-                f"Got {type(baseline).__name__} instead."
-            )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise SISTypeError(
-                f"The `generator` parameter of {caller} must be a torch.Generator or None. "
-                f"Got {type(generator).__name__} instead."
-            )
-        self.p = float(p)
-        self.generator = generator
-        # Not persistent, so that wrapping a model in nn.Sequential(InputDropout(p), model) adds no state-dict key.
-        self.register_buffer(
-            "baseline", torch.as_tensor(baseline, dtype=torch.float32).detach().clone(), persistent=False
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases: ``InputDropout`` and ``MeanLogitEnsemble`` (moved), ``SmallCIFARCNN`` (removed)."""
+    if name in _MOVED_TO_MITIGATION:
+        warnings.warn(
+            f"sis_attr.models.{name} is deprecated and will be removed in the next release: import it from "
+            f"sis_attr.overinterpretation (defined in sis_attr.overinterpretation.mitigation).",
+            DeprecationWarning,
+            stacklevel=2,
         )
+        from sis_attr.overinterpretation import mitigation  # lazy: the analyses import this module
 
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.dim() < 2:
-            raise SISValueError(
-                f"InputDropout expects inputs of shape (N, C, *spatial) or (N, F). Got shape {tuple(x.shape)} instead."
-            )
-        mask_shape = (x.shape[0], x.shape[1]) if x.dim() == 2 else (x.shape[0], 1, *x.shape[2:])
-        gen_device = self.generator.device if self.generator is not None else x.device
-        uniform = torch.rand(mask_shape, generator=self.generator, device=gen_device)
-        drop = (uniform < self.p).to(x.device)
-        return torch.where(drop, self.baseline.to(device=x.device, dtype=x.dtype), x)
-
-
-class MeanLogitEnsemble(nn.Module):
-    """An ensemble whose output is the arithmetic mean of its members' logits (Carter et al., Section 3.2).
-
-    The members are registered as submodules (``.members``), so ``.to(device)`` moves them, but building the
-    ensemble changes neither their parameters nor their modes; the ensemble's own ``training`` flag starts as
-    ``True`` only if some member is in training mode. (As for any module, ``ensemble.eval()`` sets every
-    member to eval mode.)
-
-    Parameters
-    ----------
-    models : iterable of torch.nn.Module
-        At least one model; all must return outputs of the same shape.
-
-    Examples
-    --------
-    >>> torch.manual_seed(0) and None
-    >>> a, b = DigitsCNN().eval(), DigitsCNN().eval()
-    >>> ens = MeanLogitEnsemble([a, b])
-    >>> x = torch.rand(4, 1, 8, 8)
-    >>> torch.allclose(ens(x), (a(x) + b(x)) / 2), ens.training
-    (True, False)
-    """
-
-    def __init__(self, models: Iterable[nn.Module]) -> None:
-        super().__init__()
-        caller = "MeanLogitEnsemble"
-        if isinstance(models, nn.Module) and not isinstance(models, (nn.ModuleList, nn.Sequential)):
-            raise SISTypeError(
-                f"The `models` parameter of {caller} must be an iterable of torch.nn.Module. Got a single "
-                f"{type(models).__name__} instead; wrap it in a list."
-            )
-        members = list(models)
-        if not members:
-            raise SISValueError(f"The `models` parameter of {caller} must hold at least one model. Got none instead.")
-        for i, m in enumerate(members):
-            if not isinstance(m, nn.Module):
-                raise SISTypeError(
-                    f"The `models` parameter of {caller} must hold torch.nn.Module objects. "
-                    f"Got {type(m).__name__} at position {i} instead."
-                )
-        self.members = nn.ModuleList(members)
-        self.training = any(m.training for m in members)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-        outputs = [m(*args, **kwargs) for m in self.members]
-        shapes = {tuple(o.shape) for o in outputs}
-        if len(shapes) != 1:
-            raise SISValueError(
-                f"MeanLogitEnsemble needs members with outputs of one shape. Got shapes "
-                f"{[tuple(o.shape) for o in outputs]} instead."
-            )
-        return torch.stack(outputs).mean(dim=0)
+        return getattr(mitigation, name)
+    if name == "SmallCIFARCNN":
+        warnings.warn(
+            "sis_attr.models.SmallCIFARCNN is deprecated and will be removed in the next release: it was a test "
+            "fixture. Use your own model, sis_attr.models.cifar_resnet(8) or sis_attr.testing.TinyConvNet.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _SmallCIFARCNN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

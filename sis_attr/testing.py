@@ -1,11 +1,28 @@
-"""Toy models with hand-checkable SIS, for doctests, tutorials and tests (like ``captum.testing``)."""
+"""Toy models with hand-checkable SIS and data fixtures, for doctests, tutorials and tests (like ``captum.testing``).
+
+* :class:`LinearScore`, :class:`L2NormScore`, :class:`SumGridClassifier`: models whose SIS are known by hand.
+* :class:`TinyConvNet`: a small random conv net of any input size.
+* :func:`write_cifar10_batches`: a small directory in the official CIFAR-10 python-batch format, with known
+  content (the inverse of :func:`sis_attr.datasets.load_cifar10_batches`).
+"""
 
 from __future__ import annotations
 
+import os
+import pickle
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["L2NormScore", "LinearScore", "SumGridClassifier", "TinyConvNet"]
+from sis_attr.datasets import _CIFAR_META_FILE, _CIFAR_TEST_FILES, _CIFAR_TRAIN_FILES, CIFAR10_CLASSES
+from sis_attr.exceptions import SISTypeError, SISValueError
+
+__all__ = ["L2NormScore", "LinearScore", "SumGridClassifier", "TinyConvNet", "write_cifar10_batches"]
 
 
 class LinearScore(nn.Module):
@@ -89,3 +106,135 @@ class TinyConvNet(nn.Module):
         h = torch.relu(self.conv1(x))
         h = torch.relu(self.conv2(h))
         return self.fc(h.mean(dim=(2, 3)))
+
+
+class _Py2StringPickler(pickle._Pickler):
+    """Protocol-2 pickler that writes ``bytes`` as Python-2 ``str`` (``SHORT_BINSTRING``/``BINSTRING``), exactly
+    like the official CIFAR-10 batches, so ``pickle.load(fh, encoding="bytes")`` gives ``bytes`` keys and
+    ``encoding="latin1"`` gives ``str`` keys, and the file holds no ``_codecs.encode`` global."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj: bytes) -> None:
+        n = len(obj)
+        if n < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)  # type: ignore[attr-defined]
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)  # type: ignore[attr-defined]
+        self.memoize(obj)  # type: ignore[attr-defined]
+
+    dispatch[bytes] = _save_py2_str  # type: ignore[assignment]
+
+
+def _write_pickle(path: Path, obj: object) -> None:
+    with path.open("wb") as fh:
+        _Py2StringPickler(fh, protocol=2).dump(obj)
+
+
+def write_cifar10_batches(
+    directory: str | os.PathLike[str],
+    images: Tensor,
+    labels: Tensor,
+    *,
+    split: Literal["test", "train"] = "test",
+    class_names: Sequence[str] = CIFAR10_CLASSES,
+) -> list[Path]:
+    """Write images in the official CIFAR-10 python-batch format (the inverse of :func:`load_cifar10_batches`).
+
+    Bytes are written as Python-2 strings at pickle protocol 2, exactly like the official batches, so the files
+    also load with ``pickle.load(fh, encoding="bytes")`` in other CIFAR-10 tools.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Created if needed. Existing batch files of the same names are overwritten.
+    images : torch.Tensor
+        ``(N, 3, 32, 32)`` images, either uint8 or floating point in ``[0, 1]`` (rounded to ``round(255 x)``).
+    labels : torch.Tensor
+        ``(N,)`` integer labels in ``0..len(class_names) - 1``.
+    split : {"test", "train"}, default "test"
+        ``"test"`` writes ``test_batch``; ``"train"`` splits the images in order over ``data_batch_1`` ..
+        ``data_batch_5`` (as evenly as possible).
+    class_names : sequence of str, default CIFAR10_CLASSES
+        Written to ``batches.meta``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, ``batches.meta`` last.
+
+    Raises
+    ------
+    SISValueError, SISTypeError
+        If the images are not ``(N, 3, 32, 32)`` uint8 or float in ``[0, 1]``, or the labels do not fit them.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     files = write_cifar10_batches(tmp, torch.zeros(6, 3, 32, 32), torch.zeros(6, dtype=torch.long),
+    ...                                   split="train")
+    ...     [f.name for f in files]
+    ['data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'batches.meta']
+    """
+    caller = "write_cifar10_batches"
+    if split not in ("test", "train"):
+        raise SISValueError(f"The `split` parameter of {caller} must be 'test' or 'train'. Got {split!r} instead.")
+    if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, 32, 32):
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise SISValueError(f"The `images` parameter of {caller} must have shape (N, 3, 32, 32). Got {got} instead.")
+    if not isinstance(labels, Tensor) or labels.shape != (images.shape[0],) or labels.is_floating_point():
+        got_labels = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise SISValueError(
+            f"The `labels` parameter of {caller} must be an integer tensor of shape ({images.shape[0]},). "
+            f"Got {got_labels} instead."
+        )
+    names = [str(n) for n in class_names]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(names)):
+        raise SISValueError(
+            f"The `labels` parameter of {caller} must lie in 0..{len(names) - 1} (one per class name). "
+            f"Got values from {int(labels.min())} to {int(labels.max())} instead."
+        )
+    if images.dtype == torch.uint8:
+        data = images.detach().cpu().numpy()
+    elif images.is_floating_point():
+        x = images.detach().cpu()
+        if x.numel() and (x.min() < 0 or x.max() > 1 or not torch.isfinite(x).all()):
+            raise SISValueError(
+                f"The `images` parameter of {caller} must be uint8 or floating point in [0, 1]. "
+                f"Got values from {float(x.min())} to {float(x.max())} instead."
+            )
+        data = (x * 255).round().to(torch.uint8).numpy()
+    else:
+        raise SISTypeError(
+            f"The `images` parameter of {caller} must be uint8 or floating point. Got dtype {images.dtype} instead."
+        )
+    rows = data.reshape(data.shape[0], -1)
+    label_list = [int(v) for v in labels.tolist()]
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if split == "test":
+        chunks = [(_CIFAR_TEST_FILES[0], np.arange(rows.shape[0]), "testing batch 1 of 1")]
+    else:
+        chunks = [
+            (name, idx, f"training batch {i + 1} of 5")
+            for i, (name, idx) in enumerate(
+                zip(_CIFAR_TRAIN_FILES, np.array_split(np.arange(rows.shape[0]), 5), strict=True)
+            )
+        ]
+    for name, idx, batch_label in chunks:
+        batch = {
+            b"batch_label": batch_label.encode(),
+            b"labels": [label_list[i] for i in idx],
+            b"data": np.ascontiguousarray(rows[idx]),
+            b"filenames": [f"image_{i}.png".encode() for i in idx],
+        }
+        path = root / name
+        _write_pickle(path, batch)
+        written.append(path)
+    meta = {b"num_cases_per_batch": int(rows.shape[0]), b"label_names": [n.encode() for n in names], b"num_vis": 3072}
+    meta_path = root / _CIFAR_META_FILE
+    _write_pickle(meta_path, meta)
+    written.append(meta_path)
+    return written

@@ -17,7 +17,6 @@ from sis_attr.datasets import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN_STD_AKAMASTER,
     SHARED_DATA_ENV_VAR,
-    DatasetNotFoundError,
     LabelledImages,
     TensorImageDataset,
     load_cifar10_batches,
@@ -26,9 +25,9 @@ from sis_attr.datasets import (
     load_npz_images,
     normalize,
     shared_data_dir,
-    write_cifar10_batches,
 )
-from sis_attr.exceptions import SISError, SISTypeError, SISValueError
+from sis_attr.exceptions import DatasetNotFoundError, SISError, SISTypeError, SISValueError
+from sis_attr.testing import write_cifar10_batches
 from tests.conftest import shared_path
 
 _shared = shared_path
@@ -350,9 +349,28 @@ def test_shared_data_dir_honours_the_environment(tmp_path: Path, monkeypatch: py
     assert shared_data_dir() == tmp_path.resolve()
     monkeypatch.setenv(SHARED_DATA_ENV_VAR, str(tmp_path / "missing"))
     assert shared_data_dir() is None
+    # a set variable wins over the fallback, even when it names no directory
+    assert shared_data_dir(fallback=tmp_path) is None
     monkeypatch.delenv(SHARED_DATA_ENV_VAR)
-    default = shared_data_dir()
-    assert default is None or (default.is_dir() and default.parts[-2:] == ("shared", "data"))
+    # unset: no guess about where the package was installed from, only the explicit fallback
+    assert shared_data_dir() is None
+    assert shared_data_dir(fallback=tmp_path) == tmp_path.resolve()
+    assert shared_data_dir(fallback=str(tmp_path / "missing")) is None
+
+
+def test_deprecated_names_of_datasets_warn() -> None:
+    import sis_attr.datasets as datasets
+    import sis_attr.exceptions as exceptions
+    import sis_attr.testing as testing
+
+    with pytest.warns(DeprecationWarning, match="sis_attr.testing"):
+        alias = datasets.write_cifar10_batches
+    assert alias is testing.write_cifar10_batches
+    assert "write_cifar10_batches" not in datasets.__all__ and "DatasetNotFoundError" not in datasets.__all__
+    # still importable from the old module (it uses it), without a warning
+    assert datasets.DatasetNotFoundError is exceptions.DatasetNotFoundError
+    with pytest.raises(AttributeError, match="no_such_name"):
+        datasets.no_such_name  # noqa: B018
 
 
 def test_normalize_matches_the_formula() -> None:

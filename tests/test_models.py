@@ -16,21 +16,19 @@ from torch import Tensor, nn
 
 from sis_attr.datasets import (
     CIFAR10_MEAN_STD_AKAMASTER,
-    DatasetNotFoundError,
+    SHARED_DATA_ENV_VAR,
     load_cifar10_batches,
     normalize,
 )
-from sis_attr.exceptions import SISTypeError, SISValueError
+from sis_attr.exceptions import CheckpointNotFoundError, SISError, SISTypeError, SISValueError
 from sis_attr.models import (
     CifarResNet,
     DigitsCNN,
-    InputDropout,
-    MeanLogitEnsemble,
     NormalizedModel,
-    SmallCIFARCNN,
     cifar_resnet,
     load_pretrained_cifar_resnet,
 )
+from sis_attr.overinterpretation.mitigation import InputDropout, MeanLogitEnsemble
 from tests.conftest import shared_path
 
 _shared = shared_path
@@ -176,11 +174,26 @@ def test_checkpoint_round_trip(tmp_path: Path, wrapped: bool) -> None:
         assert torch.equal(by_depth(x), net(normalize(x, *CIFAR10_MEAN_STD_AKAMASTER)))
 
 
-def test_pretrained_loader_errors(tmp_path: Path) -> None:
-    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+def test_pretrained_loader_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(CheckpointNotFoundError, match="does not exist") as info:
         load_pretrained_cifar_resnet(tmp_path / "none.th")
-    with pytest.raises(FileNotFoundError, match="resnet20-"):
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, SISError)
+    with pytest.raises(CheckpointNotFoundError, match="resnet20-"):
         load_pretrained_cifar_resnet(20, weights_dir=tmp_path)
+    # a depth without weights_dir: only $SIS_ATTR_SHARED_DATA is consulted, and the message says so
+    monkeypatch.setenv(SHARED_DATA_ENV_VAR, str(tmp_path / "no-such-dir"))
+    with pytest.raises(CheckpointNotFoundError, match=r"\$SIS_ATTR_SHARED_DATA"):
+        load_pretrained_cifar_resnet(20)
+    monkeypatch.delenv(SHARED_DATA_ENV_VAR)
+    with pytest.raises(CheckpointNotFoundError, match="weights_dir"):
+        load_pretrained_cifar_resnet(20)
+    # a depth that is not 6n+2, and a file named for one depth that holds another
+    with pytest.raises(SISValueError, match="6n\\+2"):
+        load_pretrained_cifar_resnet(21, weights_dir=tmp_path)
+    torch.save({"state_dict": cifar_resnet(8).state_dict()}, tmp_path / "resnet14-0000.th")
+    with pytest.raises(SISValueError, match=r"asked for depth 14.*holds a ResNet8"):
+        load_pretrained_cifar_resnet(14, weights_dir=tmp_path)
+    assert load_pretrained_cifar_resnet(tmp_path / "resnet14-0000.th").model.depth == 8  # a path: as it is
     (tmp_path / "junk.th").write_bytes(b"junk")
     with pytest.raises(SISValueError, match="could not read"):
         load_pretrained_cifar_resnet(tmp_path / "junk.th")
@@ -203,7 +216,7 @@ def test_pretrained_loader_errors(tmp_path: Path) -> None:
 
 def test_normalized_model() -> None:
     torch.manual_seed(0)
-    inner = SmallCIFARCNN().eval()
+    inner = cifar_resnet(8).eval()
     model = NormalizedModel(inner, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
     assert not model.training and not inner.training
     x = torch.rand(4, 3, 32, 32)
@@ -217,7 +230,7 @@ def test_normalized_model() -> None:
     model64 = copy.deepcopy(model).double()
     assert model64(x.double()).dtype == torch.float64
     # Construction leaves a training-mode model in training mode.
-    train_inner = SmallCIFARCNN()
+    train_inner = cifar_resnet(8)
     assert NormalizedModel(train_inner, (0, 0, 0), (1, 1, 1)).training and train_inner.training
     with pytest.raises(SISValueError, match=r"\(N, 3, H, W\)"):
         model(torch.rand(1, 1, 32, 32))
@@ -230,9 +243,7 @@ def test_normalized_model() -> None:
 def test_small_cnns() -> None:
     assert DigitsCNN().eval()(torch.rand(5, 1, 8, 8)).shape == (5, 10)
     assert DigitsCNN(num_classes=3).eval()(torch.rand(2, 1, 8, 8)).shape == (2, 3)
-    cnn = SmallCIFARCNN(num_classes=7).eval()
-    assert cnn(torch.rand(2, 3, 32, 32)).shape == (2, 7) and cnn(torch.rand(2, 3, 16, 16)).shape == (2, 7)
-    assert all(not getattr(m, "inplace", False) for m in cnn.modules())
+    assert all(not getattr(m, "inplace", False) for m in DigitsCNN().modules())
     with pytest.raises(SISValueError, match="The `num_classes` parameter of DigitsCNN must be a positive integer"):
         DigitsCNN(num_classes=0)
 
@@ -359,3 +370,25 @@ def test_ensemble_errors() -> None:
     mixed = MeanLogitEnsemble([DigitsCNN(num_classes=10).eval(), DigitsCNN(num_classes=3).eval()])
     with pytest.raises(SISValueError, match="outputs of one shape"):
         mixed(torch.rand(2, 1, 8, 8))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Deprecated names
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_deprecated_names_of_models_warn() -> None:
+    import sis_attr.models as models
+    from sis_attr.overinterpretation import mitigation
+
+    for name in ("InputDropout", "MeanLogitEnsemble"):
+        assert name not in models.__all__
+        with pytest.warns(DeprecationWarning, match="sis_attr.overinterpretation"):
+            alias = getattr(models, name)
+        assert alias is getattr(mitigation, name)
+    with pytest.warns(DeprecationWarning, match="test fixture"):
+        small = models.SmallCIFARCNN(num_classes=7).eval()
+    assert "SmallCIFARCNN" not in models.__all__
+    assert small(torch.rand(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(AttributeError, match="no_such_model"):
+        models.no_such_model  # noqa: B018

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from sis_attr.datasets import TensorImageDataset, load_digits_images
 from sis_attr.exceptions import SISTypeError, SISValueError, SISWarning
-from sis_attr.models import DigitsCNN, InputDropout
+from sis_attr.models import DigitsCNN
+from sis_attr.overinterpretation.mitigation import InputDropout
 from sis_attr.training import (
     PAPER_MILESTONES,
     TrainingHistory,
