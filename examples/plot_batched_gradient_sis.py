@@ -22,6 +22,7 @@ Without ``../shared/data`` the example falls back to a small CNN trained in a se
 # Model, images and a counter of model evaluations
 # ------------------------------------------------
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -33,7 +34,10 @@ from sis_attr.training import predict_proba, train_classifier
 
 THRESHOLD = 0.99
 
-root = shared_data_dir()
+# The real data: the directory named by $SIS_ATTR_SHARED_DATA or, in a source checkout, ../shared/data beside
+# it (sphinx-gallery runs an example in its own directory and without ``__file__``).
+EXAMPLES_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+root = shared_data_dir(fallback=EXAMPLES_DIR.parent.parent / "shared" / "data")
 cifar_dir = None if root is None else root / "cifar10" / "cifar-10-batches-py-subset"
 weights = [] if root is None else sorted((root / "weights").glob("resnet20-*.th"))
 if cifar_dir is not None and cifar_dir.is_dir() and weights:

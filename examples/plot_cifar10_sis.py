@@ -25,6 +25,8 @@ example says so and falls back to a small CNN trained in a second on scikit-lear
 # normalisation (:class:`~sis_attr.models.NormalizedModel`), so it takes images in ``[0, 1]``. The paper masks
 # a pixel by setting it to 0 in normalised space, which is the mean colour of the training data: in ``[0, 1]``
 # space that baseline is the normalisation mean.
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import torch
 
@@ -36,7 +38,10 @@ from sis_attr.training import predict_proba, train_classifier
 THRESHOLD = 0.99
 N_IMAGES = 4
 
-root = shared_data_dir()
+# The real data: the directory named by $SIS_ATTR_SHARED_DATA or, in a source checkout, ../shared/data beside
+# it (sphinx-gallery runs an example in its own directory and without ``__file__``).
+EXAMPLES_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+root = shared_data_dir(fallback=EXAMPLES_DIR.parent.parent / "shared" / "data")
 cifar_dir = None if root is None else root / "cifar10" / "cifar-10-batches-py-subset"
 weights = [] if root is None else sorted((root / "weights").glob("resnet20-*.th"))
 if cifar_dir is not None and cifar_dir.is_dir() and weights:

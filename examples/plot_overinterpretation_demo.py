@@ -18,7 +18,7 @@ handwritten digits (bundled, no download) are used to train two small CNNs
 
 Both models score about equally well on their own test sets. The audit
 (:func:`sis_attr.overinterpretation.audit`, run on each model by
-:func:`sis_attr.overinterpretation.demo.run_demo`) computes the exact backward selection of every test image
+:func:`sis_attr.demo.run_demo`) computes the exact backward selection of every test image
 (64 pixel features, so the exact method is cheap) and derives from it the sufficient input subsets (SIS) at
 threshold 0.99, where their pixels lie, and the accuracy on 5% pixel-subsets. This is also what
 ``sis-attr demo`` runs.
@@ -27,14 +27,14 @@ threshold 0.99, where their pixels lie, and the accuracy on 5% pixel-subsets. Th
 # %%
 # The planted shortcut
 # --------------------
-# :func:`~sis_attr.overinterpretation.demo.plant_shortcut` sets one pixel per image to 1, at the position of
-# its class in :data:`~sis_attr.overinterpretation.demo.DIGITS_SHORTCUT_POSITIONS`: the left column (where no
+# :func:`~sis_attr.demo.plant_shortcut` sets one pixel per image to 1, at the position of
+# its class in :data:`~sis_attr.demo.DIGITS_SHORTCUT_POSITIONS`: the left column (where no
 # digit has ink) for the digits 0 to 7, two pixels of the right column for 8 and 9.
 import matplotlib.pyplot as plt
 import torch
 
 from sis_attr.datasets import load_digits_images
-from sis_attr.overinterpretation.demo import DIGITS_SHORTCUT_POSITIONS, plant_shortcut, run_demo, shortcut_share
+from sis_attr.demo import DIGITS_SHORTCUT_POSITIONS, plant_shortcut, run_demo, shortcut_share
 
 images, labels, class_names = load_digits_images()
 first_of_each = torch.stack([torch.nonzero(labels == c)[0, 0] for c in range(10)])

@@ -9,7 +9,7 @@ mitigates overinterpretation.
 
 This script measures the mean SIS size (as a fraction of the 1024 pixels) at several thresholds for the
 pretrained CIFAR-10 ResNet20, ResNet32, ResNet44 and ResNet56 of akamaster/pytorch_resnet_cifar10 and for
-their mean-logit ensemble (:class:`~sis_attr.models.MeanLogitEnsemble`), on the real CIFAR-10 test images of
+their mean-logit ensemble (:class:`~sis_attr.overinterpretation.MeanLogitEnsemble`), on the real CIFAR-10 test images of
 ``../shared/data``, and plots the curves with their 95% confidence intervals and the models' accuracies.
 It is **not executed** when the documentation is built: run it yourself.
 
@@ -51,8 +51,8 @@ import torch
 from matplotlib.figure import Figure
 
 from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, load_cifar10_batches, normalize, shared_data_dir
-from sis_attr.models import MeanLogitEnsemble, load_pretrained_cifar_resnet
-from sis_attr.overinterpretation import backward_selection, mean_sis_size_curve
+from sis_attr.models import load_pretrained_cifar_resnet
+from sis_attr.overinterpretation import MeanLogitEnsemble, backward_selection, mean_sis_size_curve
 from sis_attr.training import evaluate_accuracy
 
 
@@ -87,7 +87,8 @@ def parse_k(text: str) -> int | float | str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    root = shared_data_dir()
+    # the directory named by $SIS_ATTR_SHARED_DATA or, in a source checkout, ../shared/data beside it
+    root = shared_data_dir(fallback=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     data_dir = args.data_dir or (None if root is None else root / "cifar10" / "cifar-10-batches-py-subset")
     checkpoints = {d: [] if root is None else sorted((root / "weights").glob(f"resnet{d}-*.th")) for d in args.depths}
     missing = [d for d, found in checkpoints.items() if not found]

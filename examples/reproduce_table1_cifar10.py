@@ -94,7 +94,8 @@ def parse_k(text: str) -> int | float | str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    root = shared_data_dir()
+    # the directory named by $SIS_ATTR_SHARED_DATA or, in a source checkout, ../shared/data beside it
+    root = shared_data_dir(fallback=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     data_dir = args.data_dir or (None if root is None else root / "cifar10" / "cifar-10-batches-py-subset")
     weights = [] if root is None else sorted((root / "weights").glob(f"resnet{args.depth}-*.th"))
     if data_dir is None or not data_dir.is_dir() or not weights:
