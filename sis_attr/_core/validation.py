@@ -578,3 +578,21 @@ def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"tensor {value.item()!r}" if value.numel() == 1 else f"a tensor of shape {tuple(value.shape)}"
     return repr(value)
+
+
+def format_proportion(value: object, caller: str, param: str) -> float:
+    """A threshold or fraction in (0, 1]; a percentage (a number in (1, 100]) gets a hint in the message."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 < float(value) <= 100.0:
+        raise param_error(param, caller, f"in (0, 1], a proportion ({float(value) / 100:g} for {value}%)", value)
+    if param == "fraction":
+        return format_fraction(value, caller)
+    return format_threshold(value, caller, param=param)
+
+
+def format_generator_or_seed(generator: object, caller: str) -> torch.Generator | None:
+    """None, a :class:`torch.Generator`, or an integer seed (a new CPU generator seeded with it)."""
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        return torch.Generator().manual_seed(generator)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise param_error("generator", caller, "None, a torch.Generator or an integer seed", type(generator).__name__)
+    return generator

@@ -4,7 +4,8 @@ model pathologies").
 One module per analysis, each returning a frozen result dataclass with ``to_dict()`` (JSON-serialisable) and,
 where a figure makes sense, ``plot(ax=None)``:
 
-* :func:`backward_selection` (:mod:`.selection`): backward selection on every image, stored per image.
+* :func:`backward_selection` (:mod:`.selection`): backward selection on every image, stored per image;
+  :func:`pixel_feature_mask` and :func:`block_feature_mask` group pixels into features.
 * :func:`backselect_subsets`, :func:`random_subsets` (:mod:`.subsets`): 5% pixel-subset datasets.
 * :func:`sis_size_statistics`, :func:`mean_sis_size_curve` (:mod:`.sis_size`): SIS size vs correctness
   (Figures 5, 6, S3).
@@ -21,11 +22,12 @@ summary, JSON, PNG figures and an HTML page); :func:`save_comparison` puts sever
 
 from __future__ import annotations
 
+from sis_attr._core.feature_masks import block_feature_mask, pixel_feature_mask
 from sis_attr.overinterpretation.accuracy import SubsetAccuracy, subset_accuracy
 from sis_attr.overinterpretation.confidence import ConfidenceDrop, confidence_drop
 from sis_attr.overinterpretation.heatmap import LocationHeatmap, location_heatmap
 from sis_attr.overinterpretation.mitigation import InputDropout, MeanLogitEnsemble, with_input_dropout
-from sis_attr.overinterpretation.pipeline import audit, block_feature_mask
+from sis_attr.overinterpretation.pipeline import audit
 from sis_attr.overinterpretation.report import (
     AuditReport,
     ReportWriteError,
@@ -35,7 +37,7 @@ from sis_attr.overinterpretation.report import (
     save_comparison,
 )
 from sis_attr.overinterpretation.retraining import RetrainingResult, retraining_gap
-from sis_attr.overinterpretation.selection import SelectionResult, backward_selection, pixel_feature_mask
+from sis_attr.overinterpretation.selection import SelectionResult, backward_selection
 from sis_attr.overinterpretation.sis_size import (
     DEFAULT_THRESHOLDS,
     MeanSISSizeCurve,

@@ -19,56 +19,65 @@ from sis_attr._core.validation import (
     model_device,
     param_error,
 )
-from sis_attr._progress import progress_bar
 from sis_attr.exceptions import SISTypeError, SISValueError
 
 __all__: list[str] = []
 
 
 def subset_size(fraction: float, n_features: int) -> int:
-    """``ceil(fraction * n_features)`` robust to floating point (0.3 * 10 is 3, not 4); at least 1."""
+    """``ceil(fraction * n_features)`` robust to floating point (0.3 * 10 is 3, not 4); at least 1.
+
+    The one implementation behind :func:`sis_attr.overinterpretation.subset_size` and
+    :meth:`SelectionResult.subset_size <sis_attr.overinterpretation.SelectionResult.subset_size>` (which
+    validate their arguments first).
+    """
     return max(1, min(n_features, math.ceil(round(fraction * n_features, 9))))
 
 
 @torch.no_grad()
-def predict_probabilities(
-    model: nn.Module,
-    images: Tensor,
-    caller: str,
-    *,
-    batch_size: int = 256,
-    show_progress: bool = False,
-    desc: str = "Evaluating",
-) -> Tensor:
+def predict_probabilities(model: nn.Module, images: Tensor, caller: str, *, batch_size: int = 256) -> Tensor:
     """Softmax probabilities ``(N, classes)`` (float64, CPU) of ``model`` on ``images`` in chunks.
 
-    Each chunk is moved to the model's device; the model must return ``(batch, classes)`` logits.
+    Each chunk is moved to the model's device; the model must return ``(batch, classes)`` logits with at least
+    two classes. No input is validated here: callers pass what their public door checked.
     """
     device = model_device(model)
     n = int(images.shape[0])
     out = []
-    with progress_bar(n, desc, show_progress, unit="image") as bar:
-        for i in range(0, n, batch_size):
-            chunk = images[i : i + batch_size].to(device)
-            logits = model(chunk)
-            if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != chunk.shape[0]:
-                got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-                raise SISValueError(
-                    f"The model passed to {caller} must return logits of shape (batch, classes) = "
-                    f"({chunk.shape[0]}, C). Got {got} instead."
-                )
-            if logits.shape[1] < 2:
-                raise SISValueError(
-                    f"The model passed to {caller} returns a single logit per image; {caller} needs a "
-                    "classifier with at least two classes (softmax confidences)."
-                )
-            out.append(torch.softmax(logits.detach().double(), dim=1).cpu())
-            bar.update(int(chunk.shape[0]))
+    for i in range(0, n, batch_size):
+        chunk = images[i : i + batch_size].to(device)
+        logits = model(chunk)
+        check_logits(logits, chunk, caller)
+        out.append(torch.softmax(logits.detach().double(), dim=1).cpu())
     return torch.cat(out)
 
 
+def check_logits(logits: object, chunk: Tensor, caller: str) -> None:
+    """The model's output on ``chunk`` must be ``(batch, classes)`` logits with at least two classes."""
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != chunk.shape[0]:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise SISValueError(
+            f"The model passed to {caller} must return logits of shape (batch, classes) = "
+            f"({chunk.shape[0]}, C). On images of shape {tuple(chunk.shape)} it returned {got} instead."
+        )
+    if logits.shape[1] < 2:
+        raise SISValueError(
+            f"The model passed to {caller} returns one logit per image; {caller} needs a "
+            "classifier with at least two classes (softmax confidences)."
+        )
+
+
 def dataset_tensors(dataset: object, caller: str, param: str) -> tuple[Tensor, Tensor]:
-    """``(images, labels)`` of a dataset: its ``.images``/``.labels`` tensors, else by iterating it."""
+    """Validated ``(images, labels)`` of a dataset: its ``.images``/``.labels`` tensors, else by iterating it."""
+    images, labels = raw_dataset_tensors(dataset, caller, param)
+    images = format_images(images, caller, param)
+    labels = format_labels(labels, int(images.shape[0]), caller, param=param)
+    return images, labels
+
+
+def raw_dataset_tensors(dataset: object, caller: str, param: str) -> tuple[Tensor, Tensor]:
+    """``(images, labels)`` of a dataset, not validated: an ``(images, labels)`` tuple, the ``.images``/``.labels``
+    tensors of a dataset without a transform, else the stacked items of a map-style dataset."""
     if isinstance(dataset, tuple) and len(dataset) == 2 and all(isinstance(t, Tensor) for t in dataset):
         images, labels = dataset
     elif isinstance(getattr(dataset, "images", None), Tensor) and isinstance(getattr(dataset, "labels", None), Tensor):
@@ -82,8 +91,6 @@ def dataset_tensors(dataset: object, caller: str, param: str) -> tuple[Tensor, T
             f"The `{param}` parameter of {caller} must be a torch Dataset of (image, label) pairs (such as a "
             f"PixelSubsetDataset) or an (images, labels) tuple of tensors. Got {type(dataset).__name__} instead."
         )
-    images = format_images(images, caller, param)
-    labels = format_labels(labels, int(images.shape[0]), caller, param=param)
     return images, labels
 
 
@@ -111,18 +118,17 @@ def mean_ci(values: Tensor, confidence: float = 0.95) -> tuple[float, float, flo
     """Mean of ``values`` and the bounds of its Student-t confidence interval (NaN bounds for < 2 values)."""
     from scipy import stats
 
-    v = values.double()
-    n = int(v.numel())
-    if n == 0:
+    v = values.double().numpy()
+    if v.size == 0:
         return math.nan, math.nan, math.nan
     mean = float(v.mean())
-    if n < 2:
+    sem = float(stats.sem(v)) if v.size > 1 else math.nan
+    if math.isnan(sem):
         return mean, math.nan, math.nan
-    sem = float(v.std(unbiased=True)) / math.sqrt(n)
-    if sem == 0.0:
+    if sem == 0.0:  # scipy returns NaN bounds for a zero-width interval
         return mean, mean, mean
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem
-    return mean, mean - half, mean + half
+    low, high = stats.t.interval(confidence, v.size - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
 
 
 def to_float(x: float | Tensor) -> float | None:
@@ -132,4 +138,5 @@ def to_float(x: float | Tensor) -> float | None:
 
 
 def float_list(t: Tensor) -> list[float | None]:
+    """JSON-friendly floats of a tensor: NaN becomes None."""
     return [to_float(v) for v in t.double().tolist()]

@@ -165,18 +165,26 @@ def subset_accuracy(
     }
     warn_if_training(model, caller)
     probs = predict_probabilities(model, images, caller, batch_size=batch_size)
-    n_classes = int(probs.shape[1])
-    check_label_range(lab, n_classes, caller)
+    check_label_range(lab, int(probs.shape[1]), caller)
+    sub_probs = {
+        name: None if sub is None else predict_probabilities(model, sub, caller, batch_size=batch_size)
+        for name, sub in subs.items()
+    }
+    return _subset_accuracy(probs, lab, backselect=sub_probs["backselect"], random=sub_probs["random"])
+
+
+def _subset_accuracy(
+    full: Tensor, labels: Tensor, *, backselect: Tensor | None, random: Tensor | None
+) -> SubsetAccuracy:
+    """Accuracies from the ``(N, classes)`` probabilities on the full images and on each kind of subset."""
 
     def score(p: Tensor | None) -> tuple[float, float]:
         if p is None:
             return float("nan"), float("nan")
         conf, pred = p.max(dim=1)
-        return float((pred == lab).double().mean()), float(conf.mean())
+        return float((pred == labels).double().mean()), float(conf.mean())
 
-    res = {"full": score(probs)}
-    for name, sub in subs.items():
-        res[name] = score(None if sub is None else predict_probabilities(model, sub, caller, batch_size=batch_size))
+    res = {"full": score(full), "backselect": score(backselect), "random": score(random)}
     return SubsetAccuracy(
         full=res["full"][0],
         backselect=res["backselect"][0],
@@ -184,6 +192,6 @@ def subset_accuracy(
         full_confidence=res["full"][1],
         backselect_confidence=res["backselect"][1],
         random_confidence=res["random"][1],
-        n_images=int(images.shape[0]),
-        n_classes=n_classes,
+        n_images=int(full.shape[0]),
+        n_classes=int(full.shape[1]),
     )

@@ -153,7 +153,11 @@ def confidence_drop(
     batch_size = format_positive_int(batch_size, "batch_size", caller)
     warn_if_training(model, caller)
     full = predict_probabilities(model, images, caller, batch_size=batch_size)
-    part = predict_probabilities(model, sub, caller, batch_size=batch_size)
+    return _confidence_drop(full, predict_probabilities(model, sub, caller, batch_size=batch_size))
+
+
+def _confidence_drop(full: Tensor, part: Tensor) -> ConfidenceDrop:
+    """The drop from the ``(N, classes)`` probabilities on the full images and on their subsets."""
     pred = full.argmax(dim=1)
     full_conf = full.gather(1, pred.unsqueeze(1)).squeeze(1)
     sub_conf = part.gather(1, pred.unsqueeze(1)).squeeze(1)

@@ -124,7 +124,6 @@ def location_heatmap(
     """
     caller = "location_heatmap"
     frac: float | None = None
-    thr: float | None = None
     if isinstance(masks, SelectionResult):
         if threshold is not None:
             if fraction is not None:
@@ -132,13 +131,9 @@ def location_heatmap(
                     f"The `fraction` and `threshold` parameters of {caller} are alternatives (top-fraction subsets or "
                     f"SIS). Got fraction={fraction} and threshold={threshold}; pass one."
                 )
-            thr = format_threshold(threshold, caller)
-            keep = masks.sis_masks(thr)
-            has = ~torch.isnan(masks.sis_sizes(thr))
-            keep = keep[has]
-        else:
-            frac = format_fraction(0.05 if fraction is None else fraction, caller)
-            keep = masks.keep_masks(frac)
+            return _sis_heatmap(masks, format_threshold(threshold, caller), warn=True)
+        frac = format_fraction(0.05 if fraction is None else fraction, caller)
+        keep = masks.keep_masks(frac)
     else:
         if fraction is not None or threshold is not None:
             raise SISValueError(
@@ -164,7 +159,23 @@ def location_heatmap(
                 f"Got shape {tuple(keep.shape)} instead."
             )
     if keep.shape[0] == 0:
-        reason = f" (no image reaches the threshold {thr})" if thr is not None else ""
-        raise SISValueError(f"The `masks` parameter of {caller} must hold at least one mask. Got none{reason}.")
+        raise SISValueError(f"The `masks` parameter of {caller} must hold at least one mask. Got none.")
+    return _heatmap(keep, fraction=frac, threshold=None)
+
+
+def _heatmap(keep: Tensor, *, fraction: float | None, threshold: float | None) -> LocationHeatmap:
+    """The heatmap of a non-empty ``(N, 1 or C, H, W)`` bool keep-mask batch."""
     frequency = keep.any(dim=1).double().mean(dim=0).cpu()
-    return LocationHeatmap(frequency=frequency, n_images=int(keep.shape[0]), fraction=frac, threshold=thr)
+    return LocationHeatmap(frequency=frequency, n_images=int(keep.shape[0]), fraction=fraction, threshold=threshold)
+
+
+def _sis_heatmap(selection: SelectionResult, threshold: float, *, warn: bool) -> LocationHeatmap:
+    """The heatmap of the SIS at a validated ``threshold``, over the images that have one."""
+    has = ~torch.isnan(selection._sis_sizes(threshold, warn=False))
+    if not bool(has.any()):
+        raise SISValueError(
+            f"The `masks` parameter of location_heatmap must hold at least one mask. Got none (no image reaches "
+            f"the threshold {threshold})."
+        )
+    keep = selection._sis_masks(threshold, warn=warn)[has]
+    return _heatmap(keep, fraction=None, threshold=threshold)

@@ -1,11 +1,12 @@
 """One call for the single-model overinterpretation audit of Carter et al. (Sections 4.1, 4.4; Figures 1, 2, 4-6).
 
-:func:`audit` runs backward selection once on every image, then derives from the stored records every
-single-model analysis of the paper: SIS sizes (correct vs misclassified, at several thresholds), the 5%
-backward-selection and random pixel-subsets, the confidence drop and the accuracy on those subsets, where the
-SIS pixels lie, and example images beside their SIS. It returns an
-:class:`~sis_attr.overinterpretation.report.AuditReport` that prints a summary and saves JSON, figures and an
-HTML page.
+:func:`audit` validates its arguments once, runs the model once on the full images and backward selection once
+on every image, then derives from the stored records every single-model analysis of the paper: SIS sizes
+(correct vs misclassified, at several thresholds) and the mean SIS size curve, the 5% backward-selection and
+random pixel-subsets, the confidence drop and the accuracy on those subsets, where the SIS pixels lie, and
+example images beside their SIS. It calls the private implementations of the analyses (the public functions
+validate, then call the same implementations) and returns an
+:class:`~sis_attr.overinterpretation.report.AuditReport`, which only renders what was computed here.
 """
 
 from __future__ import annotations
@@ -18,75 +19,42 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
+from sis_attr._core.feature_masks import block_feature_mask as block_feature_mask  # importable here, as before
+from sis_attr._core.methods import GradientMethod, Method, format_method
 from sis_attr._core.validation import (
-    format_fraction,
+    format_flag,
+    format_image_baselines,
+    format_image_feature_mask,
     format_images,
     format_labels,
     format_model,
+    format_non_negative_int,
+    format_optional_positive_int,
     format_probability_thresholds,
-    format_threshold,
+    format_proportion,
+    format_string,
     model_device,
-    param_error,
+    warn_if_training,
 )
 from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.overinterpretation._common import (
-    dataset_tensors,
-    predict_probabilities,
-)
-from sis_attr.overinterpretation.accuracy import subset_accuracy
-from sis_attr.overinterpretation.confidence import confidence_drop
-from sis_attr.overinterpretation.heatmap import location_heatmap
+from sis_attr.overinterpretation._common import check_logits, predict_probabilities, raw_dataset_tensors
+from sis_attr.overinterpretation.accuracy import _subset_accuracy
+from sis_attr.overinterpretation.confidence import _confidence_drop
+from sis_attr.overinterpretation.heatmap import _heatmap, _sis_heatmap
 from sis_attr.overinterpretation.report import AuditReport, SISExamples
-from sis_attr.overinterpretation.selection import SelectionResult, backward_selection
-from sis_attr.overinterpretation.sis_size import DEFAULT_THRESHOLDS, sis_size_statistics
-from sis_attr.overinterpretation.subsets import backselect_subsets, random_subsets
+from sis_attr.overinterpretation.selection import SelectionResult, _backward_selection
+from sis_attr.overinterpretation.sis_size import DEFAULT_THRESHOLDS, _mean_sis_size_curve, _sis_size_statistics
+from sis_attr.overinterpretation.subsets import _backselect_subsets, _random_subsets
 
 if TYPE_CHECKING:
-    from sis_attr._core.gradient_backselect import AdaptiveK
+    from sis_attr._core.schedule import AdaptiveK
 
-__all__ = ["audit", "block_feature_mask"]
-
-
-def block_feature_mask(height: int, width: int, block: int) -> Tensor:
-    """Feature mask grouping ``block x block`` squares of pixels (all channels) into one feature.
-
-    Ids run row-major over the blocks; blocks on the right and bottom edges are smaller when ``block`` does not
-    divide the image size. Use it as ``feature_mask`` to make exact backward selection affordable on larger
-    images (a 32x32 image has 64 features with ``block=4`` instead of 1024 pixels).
-
-    Parameters
-    ----------
-    height, width : int
-        Image size.
-    block : int
-        Side of the squares, in pixels.
-
-    Returns
-    -------
-    Tensor
-        int64 ids of shape ``(1, 1, height, width)``.
-
-    Examples
-    --------
-    >>> block_feature_mask(4, 6, 2)[0, 0]
-    tensor([[0, 0, 1, 1, 2, 2],
-            [0, 0, 1, 1, 2, 2],
-            [3, 3, 4, 4, 5, 5],
-            [3, 3, 4, 4, 5, 5]])
-    """
-    caller = "block_feature_mask"
-    for name, value in (("height", height), ("width", width), ("block", block)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise param_error(name, caller, "a positive integer", repr(value))
-    cols = -(-width // block)
-    rows = torch.arange(height).div(block, rounding_mode="floor")
-    colsi = torch.arange(width).div(block, rounding_mode="floor")
-    return (rows[:, None] * cols + colsi[None, :]).reshape(1, 1, height, width).long()
+__all__ = ["audit"]
 
 
 # ------------------------------------------------------------------------------------------------ validation
 def _format_data(data: object, caller: str) -> tuple[Tensor, Tensor, tuple[str, ...] | None]:
-    """``(images, labels, class names or None)`` from a LabelledImages, a tuple or a dataset."""
+    """``(images, labels, class names or None)`` from a LabelledImages, a tuple or a dataset, validated once."""
     names: tuple[str, ...] | None = None
     if isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], Tensor):
         images, labels, raw_names = data
@@ -98,14 +66,25 @@ def _format_data(data: object, caller: str) -> tuple[Tensor, Tensor, tuple[str, 
                 )
             names = tuple(str(n) for n in raw_names)
         data = (images, labels)
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor) and not isinstance(data[1], Tensor):
-        images = format_images(data[0], caller, "data")
-        data = (images, format_labels(data[1], int(images.shape[0]), caller, "data"))
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor) and data[0].dim() >= 1:
-        if data[0].shape[0] == 0:
-            raise SISValueError(f"The `data` parameter of {caller} must hold at least one image. Got 0 images.")
-    images, labels = dataset_tensors(data, caller, "data")
-    return images, labels, names
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        raw_images, raw_labels = data
+    else:
+        raw_images, raw_labels = raw_dataset_tensors(data, caller, "data")
+    if isinstance(raw_images, Tensor) and raw_images.dim() >= 1 and raw_images.shape[0] == 0:
+        raise SISValueError(f"The `data` parameter of {caller} must hold at least one image. Got 0 images.")
+    images = format_images(raw_images, caller, "data")
+    return images, format_labels(raw_labels, int(images.shape[0]), caller, "data"), names
+
+
+def _format_class_names(given: object, caller: str) -> tuple[str, ...] | None:
+    if given is None:
+        return None
+    if isinstance(given, str) or not isinstance(given, Sequence):
+        raise SISTypeError(
+            f"The `class_names` parameter of {caller} must be a sequence of strings. "
+            f"Got {type(given).__name__} instead."
+        )
+    return tuple(str(n) for n in given)
 
 
 def _first_line(err: BaseException) -> str:
@@ -114,78 +93,40 @@ def _first_line(err: BaseException) -> str:
 
 
 @torch.no_grad()
-def _probe(model: nn.Module, images: Tensor, caller: str) -> int:
-    """Run the model on two images; return its number of classes or raise an error a person can act on."""
-    device = model_device(model)
-    sample = images[:2].to(device)
+def _full_image_probabilities(model: nn.Module, images: Tensor, *, batch_size: int, caller: str) -> Tensor:
+    """The one pass over the full images: ``(N, classes)`` softmax probabilities (float64, CPU).
+
+    An error of the model on the first batch means the data do not fit it: it becomes an error a person can act on.
+    """
+    first = images[:batch_size].to(model_device(model))
     try:
-        out = model(sample)
+        logits = model(first)
     except Exception as err:  # any error of the user's model on this input means the data do not fit it
         raise SISValueError(
             f"The model passed to {caller} cannot run on the data: images of shape {tuple(images.shape[1:])} "
             f"(C, H, W) raised {type(err).__name__}: {_first_line(err)}. Check that the data fit the model "
             "(channels, image size, normalisation)."
         ) from err
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != sample.shape[0]:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise SISValueError(
-            f"The model passed to {caller} must return logits of shape (batch, classes). On images of shape "
-            f"{tuple(sample.shape)} it returned {got}."
-        )
-    if out.shape[1] < 2:
-        raise SISValueError(
-            f"The model passed to {caller} returns one logit per image; the audit needs a classifier with at least "
-            "two classes (softmax confidences)."
-        )
-    return int(out.shape[1])
+    check_logits(logits, first, caller)
+    probs = [torch.softmax(logits.detach().double(), dim=1).cpu()]
+    if images.shape[0] > batch_size:
+        probs.append(predict_probabilities(model, images[batch_size:], caller, batch_size=batch_size))
+    return torch.cat(probs)
 
 
-def _resolve_class_names(
-    given: Sequence[str] | None, from_data: tuple[str, ...] | None, n_classes: int, caller: str
-) -> tuple[str, ...]:
-    if given is not None:
-        if isinstance(given, str) or not isinstance(given, Sequence):
-            raise SISTypeError(
-                f"The `class_names` parameter of {caller} must be a sequence of strings. "
-                f"Got {type(given).__name__} instead."
-            )
-        names = tuple(str(n) for n in given)
-    else:
-        names = from_data or ()
-    return names + tuple(str(i) for i in range(len(names), n_classes))
-
-
-def _describe_baseline(baselines: float | Tensor) -> str:
+def _describe_baseline(baselines: object) -> str:
     if isinstance(baselines, Tensor):
         if baselines.numel() <= 4:
             return "[" + ", ".join(f"{v:.4g}" for v in baselines.flatten().tolist()) + "] (per channel)"
         return f"tensor of shape {tuple(baselines.shape)}"
-    return f"{float(baselines):g}"
+    return f"{float(baselines):g}" if isinstance(baselines, (int, float)) else "0"
 
 
-def _baseline_rows(baselines: float | Tensor, idx: Tensor, n: int) -> float | Tensor:
-    """The baseline of the images ``idx`` (per-image baselines are indexed, shared ones kept)."""
-    if isinstance(baselines, Tensor) and baselines.dim() == 4 and baselines.shape[0] == n and n > 1:
-        return baselines[idx]
-    return baselines
-
-
-def _default_chunk_size(
-    images: Tensor, feature_mask: object, method: str, batch_size: object, shortlist: object
-) -> int:
+def _default_chunk_size(impl: Method, n_features: int) -> int:
     """Images per backward-selection call: enough to fill a batch, few enough for a live progress bar."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        return 64  # backward_selection reports the invalid batch size
-    if isinstance(feature_mask, Tensor) and feature_mask.numel() > 0:
-        d = int(feature_mask.max()) + 1
-    elif feature_mask is None:
-        d = int(images[0].numel())
-    else:
-        d = int(images.shape[2] * images.shape[3])
-    if method == "gradient":
-        per_image = shortlist if isinstance(shortlist, int) and not isinstance(shortlist, bool) and shortlist > 0 else 1
-        return max(1, min(64, batch_size // per_image))
-    return max(1, min(64, -(-2 * batch_size // max(1, d))))
+    if isinstance(impl, GradientMethod):
+        return max(1, min(64, impl.batch_size // (impl.shortlist or 1)))
+    return max(1, min(64, -(-2 * impl.batch_size // max(1, n_features))))
 
 
 # ------------------------------------------------------------------------------------------------ examples
@@ -225,6 +166,7 @@ def _examples(
     batch_size: int,
     caller: str,
 ) -> SISExamples:
+    """The examples beside their SIS; ``sis_masks`` are ``(n, H, W)`` (any channel kept), ready for ``imshow``."""
     chosen = _choose_examples(selection, labels, threshold, n_examples, seed)
     _, h, w = selection.image_shape
     if not chosen:
@@ -244,14 +186,13 @@ def _examples(
         )
     idx = torch.tensor(chosen, dtype=torch.long)
     sub = selection.select(idx)
-    masks = sub.sis_masks(threshold)  # (n, 1 or C, H, W)
+    masks = sub._sis_masks(threshold, warn=False)  # (n, 1 or C, H, W); warned about by the SIS statistics
     originals = images[idx].cpu()
-    base = _baseline_rows(baselines, idx, selection.n_images)
-    base_t = torch.as_tensor(base, dtype=originals.dtype).cpu()
-    sis_images = torch.where(masks, originals, torch.broadcast_to(base_t, originals.shape))
+    base = baselines if isinstance(baselines, float) else baselines[idx].cpu()
+    sis_images = torch.where(masks, originals, base)
     probs = predict_probabilities(model, sis_images, caller, batch_size=batch_size)
     sis_conf = probs.gather(1, sub.targets.unsqueeze(1)).squeeze(1)
-    sizes = sub.sis_sizes(threshold)
+    sizes = sub._sis_sizes(threshold, warn=False)
     return SISExamples(
         indices=tuple(chosen),
         images=originals,
@@ -275,7 +216,7 @@ def audit(
     method: Literal["exact", "gradient"] = "exact",
     threshold: float = 0.99,
     fraction: float = 0.05,
-    baselines: float | Tensor = 0.0,
+    baselines: float | Tensor | None = 0.0,
     feature_mask: Literal["pixel"] | Tensor | None = "pixel",
     class_names: Sequence[str] | None = None,
     thresholds: Sequence[float] | None = None,
@@ -290,11 +231,13 @@ def audit(
 ) -> AuditReport:
     """Audit one image classifier for overinterpretation (Carter et al.).
 
-    Backward selection runs once per image on the confidence of the predicted class; every analysis is then
-    derived from the stored records:
+    The arguments are validated once and the model runs once on the full images (its predictions, their
+    confidences and the full-image side of every analysis come from that pass). Backward selection then runs
+    once per image on the confidence of the predicted class, and every analysis is derived from the stored
+    records:
 
     * SIS sizes at ``threshold`` and at each of ``thresholds``, for correctly classified and misclassified
-      images (Section 4.4, Figures 5, 6);
+      images, and the mean SIS size curve over those thresholds (Section 4.4, Figures 5, 6);
     * the ``fraction`` (5%) pixel-subsets kept by backward selection and random subsets of the same size, the
       accuracy on each and the confidence drop from full images to backward-selection subsets (Section 4.1,
       Table 1);
@@ -322,14 +265,16 @@ def audit(
         Fraction of features kept in the pixel-subsets (the paper: 5%).
     baselines : float or Tensor, default 0.0
         Value of removed features, broadcastable to the images: 0 is the mean pixel of normalised data (the
-        paper's choice) or black for ``[0, 1]`` images.
+        paper's choice) or black for ``[0, 1]`` images. None means 0, as in Captum.
     feature_mask : "pixel", None or Tensor, default "pixel"
         Feature groups: ``"pixel"`` (all channels of a pixel, the paper's choice), None (every element) or
         integer group ids shared by all images (e.g. :func:`block_feature_mask`).
     class_names : sequence of str, optional
         Names indexed by class; defaults to the data's names, else ``"0"``, ``"1"``, ...
     thresholds : sequence of float, optional
-        Thresholds of the SIS size statistics; default (0.9, 0.95, 0.99), with ``threshold`` always added.
+        Thresholds of the SIS size statistics and curve; default (0.9, 0.95, 0.99), with ``threshold`` always
+        added. Empty SIS (the baseline alone reaches a threshold) are warned about at ``threshold`` and at the
+        ``thresholds`` you pass, not at the default ones.
     k : int, float, "adaptive" or AdaptiveK, default 1
         With ``method="gradient"``: features removed per gradient step, a fraction of the remaining features
         (e.g. 0.2), or an adaptive schedule (see :func:`~sis_attr.overinterpretation.backward_selection`).
@@ -337,7 +282,7 @@ def audit(
         With ``method="gradient"``: choose each removal exactly among the ``shortlist`` features the gradient
         ranks first (the gradient-screened exact hybrid).
     batch_size : int, default 256
-        Masked images per forward pass.
+        Images per forward pass (masked images during backward selection).
     chunk_size : int, optional
         Images per backward-selection call (the progress bar advances per call). By default enough images to
         fill ``batch_size`` with the candidates of one step (exact: ``ceil(2 * batch_size / d)``; gradient:
@@ -359,10 +304,19 @@ def audit(
     Raises
     ------
     SISValueError
-        If the data are empty, do not fit the model (it raises on them), or hold labels outside the model's
-        classes; or for invalid options.
+        If the data are empty, do not fit the model (it raises on the first batch, or does not return
+        ``(batch, classes)`` logits with at least two classes), or hold labels outside the model's classes; or
+        for invalid options (a ``threshold`` or ``fraction`` outside (0, 1]: a probability, 0.99 rather than 99).
     SISTypeError
         For arguments of the wrong type.
+
+    Warns
+    -----
+    SISWarning
+        Once, if the model is in training mode (dropout or batch norm); it is never changed.
+    UninformativeBaselineWarning
+        If some SIS at ``threshold`` (or at the ``thresholds`` you pass) are empty. Warnings are also kept in
+        ``report.notes``.
 
     References
     ----------
@@ -383,81 +337,91 @@ def audit(
     Overinterpretation audit: model
     """
     caller = "audit"
+    # ---- validate every argument once
     model = format_model(model, caller)
     images, labels, data_names = _format_data(data, caller)
-    t = format_threshold(threshold, caller)
-    f = format_fraction(fraction, caller)
-    grid = format_probability_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds, caller)
-    grid = tuple(sorted({*grid, t}))
-    for pname, value, low in (("seed", seed, 0), ("n_examples", n_examples, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise param_error(pname, caller, "a non-negative integer", repr(value))
-    if not isinstance(name, str):
-        raise SISTypeError(f"The `name` parameter of {caller} must be a string. Got {type(name).__name__} instead.")
-    if not isinstance(show_progress, bool):
-        raise SISTypeError(f"The `show_progress` parameter of {caller} must be a bool. Got {show_progress!r}.")
+    t = format_proportion(threshold, caller, "threshold")
+    f = format_proportion(fraction, caller, "fraction")
+    asked = (t,) if thresholds is None else (t, *format_probability_thresholds(thresholds, caller))
+    grid = tuple(sorted({*(DEFAULT_THRESHOLDS if thresholds is None else asked), t}))
+    seed = format_non_negative_int(seed, "seed", caller)
+    n_examples = format_non_negative_int(n_examples, "n_examples", caller)
+    name = format_string(name, "name", caller)
+    show_progress = format_flag(show_progress, "show_progress", caller)
+    given_names = _format_class_names(class_names, caller)
+    impl = format_method(method, k=k, shortlist=shortlist, batch_size=batch_size, caller=caller)
+    chunk = format_optional_positive_int(chunk_size, "chunk_size", caller)
+    image_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+    fmask = format_image_feature_mask(feature_mask, image_shape, caller)
+    base = format_image_baselines(baselines, images, caller)
+    device = model_device(model)
+    notes: list[tuple[type[Warning], str]] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_training(model, caller, stacklevel=2)
+    _reissue(caught, notes)
 
-    n_classes = _probe(model, images, caller)
+    # ---- the one pass over the full images: targets, confidences and the full-image side of every analysis
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    probs = _full_image_probabilities(model, images, batch_size=impl.batch_size, caller=caller)
+    n_classes = int(probs.shape[1])
     if int(labels.max()) >= n_classes:
         raise SISValueError(
             f"The labels in the `data` passed to {caller} must be class indices of the model, in [0, {n_classes - 1}] "
             f"(the model has {n_classes} outputs). Got labels up to {int(labels.max())} instead."
         )
-    names = _resolve_class_names(class_names, data_names, n_classes, caller)
-
-    if chunk_size is None:
-        chunk_size = _default_chunk_size(images, feature_mask, method, batch_size, shortlist)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    selection = backward_selection(
+    known = given_names if given_names is not None else data_names or ()
+    names = known + tuple(str(i) for i in range(len(known), n_classes))
+    targets = probs.argmax(dim=1)
+    selection = _backward_selection(
         model,
         images,
+        impl=impl,
         method=method,
-        baselines=baselines,
-        feature_mask=feature_mask,
-        k=k,
-        shortlist=shortlist,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
+        baselines=base,
+        feature_mask=fmask,
+        targets=targets,
+        confidences=probs.gather(1, targets.unsqueeze(1)).squeeze(1),
+        chunk_size=chunk if chunk is not None else _default_chunk_size(impl, int(fmask.max()) + 1),
         show_progress=show_progress,
+        device=device,
+        caller=caller,
     )
     timings["backward selection"] = time.perf_counter() - start
 
+    # ---- the analyses, from the records and the probabilities at hand
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stats = sis_size_statistics(selection, labels, thresholds=grid)
-        bs_subsets = backselect_subsets(images, selection, fraction=f, labels=labels, baseline=baselines)
-        random = random_subsets(
-            images, labels=labels, fraction=f, feature_mask=selection.feature_mask, generator=seed, baseline=baselines
-        )
-        drop = confidence_drop(model, images, bs_subsets, batch_size=batch_size)
-        accuracy = subset_accuracy(model, images, labels, backselect=bs_subsets, random=random, batch_size=batch_size)
+        stats = _sis_size_statistics(selection, labels, grid, warn_at=asked)
+        bs_subsets = _backselect_subsets(images, selection, f, labels, base)
+        random = _random_subsets(images, labels, f, fmask, torch.Generator().manual_seed(seed), base)
+        bs_probs = predict_probabilities(model, bs_subsets.images, caller, batch_size=impl.batch_size)
+        random_probs = predict_probabilities(model, random.images, caller, batch_size=impl.batch_size)
+        drop = _confidence_drop(probs, bs_probs)
+        accuracy = _subset_accuracy(probs, labels, backselect=bs_probs, random=random_probs)
         confident = bool((selection.confidences >= t).any())
-        heatmap = location_heatmap(selection, threshold=t) if confident else None
-        subset_heatmap = location_heatmap(bs_subsets)
+        heatmap = _sis_heatmap(selection, t, warn=False) if confident else None
+        subset_heatmap = _heatmap(bs_subsets.keep_masks, fraction=None, threshold=None)
+        curve = _mean_sis_size_curve({name: selection}, grid, {name: accuracy.full}, warn=False)
         examples = _examples(
             model,
             images,
             labels,
             selection,
             threshold=t,
-            baselines=baselines,
+            baselines=base,
             n_examples=n_examples,
             seed=seed,
             class_names=names,
-            batch_size=batch_size,
+            batch_size=impl.batch_size,
             caller=caller,
         )
-    seen: list[tuple[type[Warning], str]] = []
-    for w in caught:  # the same warning arises in several analyses: issue each once, and keep it in the report
-        key = (w.category, str(w.message))
-        if key not in seen:
-            seen.append(key)
-            warnings.warn(w.message, w.category, stacklevel=2)
+    _reissue(caught, notes)
     timings["analyses"] = time.perf_counter() - start
 
-    if feature_mask == "pixel":
+    if isinstance(feature_mask, str):
         features = "pixels"
     elif feature_mask is None:
         features = "elements"
@@ -470,8 +434,8 @@ def audit(
         "baseline": _describe_baseline(baselines),
         "thresholds": list(grid),
         "seed": seed,
-        "batch_size": batch_size,
-        "device": str(model_device(model)),
+        "batch_size": impl.batch_size,
+        "device": str(device),
     }
     if selection.method == "gradient":
         settings.update(k=k, shortlist=shortlist)
@@ -490,5 +454,15 @@ def audit(
         class_names=names,
         settings=settings,
         timings=timings,
-        notes=tuple(f"{category.__name__}: {message}" for category, message in seen),
+        notes=tuple(f"{category.__name__}: {message}" for category, message in notes),
+        sis_size_curve=curve,
     )
+
+
+def _reissue(caught: list[warnings.WarningMessage], notes: list[tuple[type[Warning], str]]) -> None:
+    """Issue each recorded warning once (to audit's caller) and keep it for the report's notes."""
+    for w in caught:
+        key = (w.category, str(w.message))
+        if key not in notes:
+            notes.append(key)
+            warnings.warn(w.message, w.category, stacklevel=3)

@@ -18,20 +18,25 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
+from sis_attr._core.methods import Method, backselect_records, format_method
 from sis_attr._core.results import BackSelectRecord
 from sis_attr._core.validation import (
     check_label_range,
+    format_flag,
     format_fraction,
+    format_image_baselines,
+    format_image_feature_mask,
     format_images,
     format_model,
     format_positive_int,
+    format_target,
     format_threshold,
     model_device,
     param_error,
     warn_if_training,
 )
 from sis_attr._progress import progress_bar
-from sis_attr.exceptions import SISTypeError, SISValueError, UninformativeBaselineWarning
+from sis_attr.exceptions import SISValueError, UninformativeBaselineWarning
 from sis_attr.overinterpretation._common import (
     predict_probabilities,
     subset_size,
@@ -40,108 +45,27 @@ from sis_attr.overinterpretation._common import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from sis_attr._core.gradient_backselect import AdaptiveK
+    from sis_attr._core.schedule import AdaptiveK
 
-__all__ = ["SelectionResult", "backward_selection", "pixel_feature_mask"]
+__all__ = ["SelectionResult", "backward_selection"]
 
 _METHODS = ("exact", "gradient")
 _FORMAT_VERSION = 1
 
 
-def pixel_feature_mask(image_shape: Sequence[int]) -> Tensor:
-    """Feature mask that makes all channels of a pixel one feature: ids ``0..H*W-1``, shape ``(1, 1, H, W)``.
-
-    Examples
-    --------
-    >>> pixel_feature_mask((3, 2, 2))
-    tensor([[[[0, 1],
-              [2, 3]]]])
-    """
-    h, w = int(image_shape[-2]), int(image_shape[-1])
-    return torch.arange(h * w, dtype=torch.long).reshape(1, 1, h, w)
-
-
-def _format_feature_mask(feature_mask: object, image_shape: tuple[int, int, int], caller: str) -> Tensor:
-    """``(1, 1 or C, H, W)`` int64 CPU group ids with contiguous ids ``0..d-1``."""
-    c, h, w = image_shape
-    if isinstance(feature_mask, str):
-        if feature_mask != "pixel":
-            raise param_error("feature_mask", caller, '"pixel", None or an integer tensor', repr(feature_mask))
-        return pixel_feature_mask(image_shape)
-    if feature_mask is None:
-        return torch.arange(c * h * w, dtype=torch.long).reshape(1, c, h, w)
-    if not isinstance(feature_mask, Tensor):
-        raise SISTypeError(
-            f'The `feature_mask` parameter of {caller} must be "pixel", None or an integer tensor of group ids. '
-            f"Got {type(feature_mask).__name__} instead."
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases, kept for one release."""
+    if name == "pixel_feature_mask":
+        warnings.warn(
+            "sis_attr.overinterpretation.selection.pixel_feature_mask is deprecated and will be removed in the next "
+            "release; import pixel_feature_mask from sis_attr.overinterpretation instead.",
+            DeprecationWarning,
+            stacklevel=2,
         )
-    if feature_mask.is_floating_point() or feature_mask.is_complex() or feature_mask.dtype == torch.bool:
-        raise SISTypeError(
-            f"The `feature_mask` parameter of {caller} must be an integer tensor of group ids. "
-            f"Got dtype {feature_mask.dtype} instead."
-        )
-    m = feature_mask.detach().to("cpu", torch.long)
-    while m.dim() < 4:
-        m = m.unsqueeze(0)
-    ok = m.dim() == 4 and m.shape[0] == 1 and m.shape[1] in (1, c) and tuple(m.shape[2:]) == (h, w)
-    if not ok:
-        raise SISValueError(
-            f"The `feature_mask` parameter of {caller} must be one mask shared by all images, of shape (H, W), "
-            f"(1 or C, H, W) or (1, 1 or C, H, W) with (C, H, W) = {image_shape}. "
-            f"Got shape {tuple(feature_mask.shape)} instead."
-        )
-    ids = torch.unique(m)
-    if int(ids[0]) != 0 or int(ids[-1]) != ids.numel() - 1:
-        raise param_error(
-            "feature_mask", caller, "made of contiguous group ids 0..n-1", f"ids from {int(ids[0])} to {int(ids[-1])}"
-        )
-    return m.contiguous()
+        from sis_attr._core.feature_masks import pixel_feature_mask
 
-
-def _format_target(target: object, n: int, caller: str) -> Tensor | None:
-    if target is None:
-        return None
-    if isinstance(target, bool):
-        raise SISTypeError(f"The `target` parameter of {caller} must be None, an int or integer tensor. Got bool.")
-    if isinstance(target, int):
-        t = torch.full((n,), target, dtype=torch.long)
-    elif isinstance(target, Tensor) and not (target.is_floating_point() or target.dtype == torch.bool):
-        t = target.detach().to("cpu", torch.long).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(n).clone()
-    elif isinstance(target, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in target):
-        t = torch.tensor(list(target), dtype=torch.long)
-    else:
-        raise SISTypeError(
-            f"The `target` parameter of {caller} must be None (the predicted class), an int, a list of ints or "
-            f"an integer tensor. Got {type(target).__name__} instead."
-        )
-    if t.numel() != n:
-        raise param_error("target", caller, f"one class per image ({n})", f"{t.numel()} entries")
-    if int(t.min()) < 0:
-        raise param_error("target", caller, "made of non-negative class indices", f"the value {int(t.min())}")
-    return t
-
-
-def _format_baselines(baselines: object, images: Tensor, caller: str) -> float | Tensor:
-    if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
-        return float(baselines)
-    if not isinstance(baselines, Tensor):
-        raise SISTypeError(
-            f"The `baselines` parameter of {caller} must be a number or a tensor broadcastable to the images. "
-            f"Got {type(baselines).__name__} instead."
-        )
-    b = baselines.to(images.dtype)
-    try:
-        full = torch.broadcast_to(b, images.shape)
-    except RuntimeError:
-        raise SISValueError(
-            f"The `baselines` parameter of {caller} must be broadcastable to the images' shape "
-            f"{tuple(images.shape)}. Got shape {tuple(baselines.shape)} instead."
-        ) from None
-    if not torch.isfinite(full).all():
-        raise param_error("baselines", caller, "finite (no NaN or inf)", "non-finite values")
-    return full
+        return pixel_feature_mask
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,8 +124,15 @@ class SelectionResult:
         return (int(self.feature_mask.shape[1]), int(self.feature_mask.shape[2]), int(self.feature_mask.shape[3]))
 
     # ------------------------------------------------------------------ masks
+    # Mask convention: every mask of this class is a bool keep-mask (True: kept) of shape (N, 1 or C, H, W),
+    # shaped like the feature mask, so it broadcasts against the (N, C, H, W) images
+    # (``torch.where(masks, images, baseline)``). For pixel features, ``masks[i, 0]`` (or ``masks.any(dim=1)``
+    # in general) is the (H, W) image to show with ``imshow``.
     def subset_size(self, fraction: float = 0.05) -> int:
-        """Features kept per image at ``fraction``: ``ceil(fraction * n_features)`` (52 of 1024 at 5%)."""
+        """Features kept per image at ``fraction``: ``ceil(fraction * n_features)`` (52 of 1024 at 5%).
+
+        The same number as :func:`~sis_attr.overinterpretation.subset_size` ``(fraction, self.n_features)``.
+        """
         return subset_size(format_fraction(fraction, "SelectionResult.subset_size"), self.n_features)
 
     def positions(self, feature_keep: Tensor) -> Tensor:
@@ -215,53 +146,89 @@ class SelectionResult:
         Returns
         -------
         Tensor
-            Bool ``(N, 1 or C, H, W)``: True on the kept positions (all channels of a pixel share one entry
-            for pixel features).
+            Bool ``(N, 1 or C, H, W)`` (the shape of :attr:`feature_mask` per image): True on the kept
+            positions; all channels of a pixel share one entry for pixel features, so ``masks[i, 0]`` is the
+            ``(H, W)`` mask of image ``i``.
         """
-        count = subset_size(format_fraction(fraction, "SelectionResult.keep_masks"), self.n_features)
+        return self._keep_masks(subset_size(format_fraction(fraction, "SelectionResult.keep_masks"), self.n_features))
+
+    def _keep_masks(self, count: int) -> Tensor:
         keep = torch.zeros(self.n_images, self.n_features, dtype=torch.bool)
         for i, rec in enumerate(self.records):
             keep[i, rec.top_features(count)] = True
         return self.positions(keep)
 
-    def _sis(self, threshold: float, caller: str) -> list[Tensor | None]:
-        t = format_threshold(threshold, caller)
+    def _sis(self, t: float, *, warn: bool) -> list[Tensor | None]:
+        """The SIS (feature ids) of every image at the validated threshold ``t``; None below it.
+
+        With ``warn``, images whose SIS is empty (the baseline alone reaches ``t``) are reported once.
+        """
         out: list[Tensor | None] = []
-        empty = 0
+        blank: list[float] = []  # confidence on the baseline alone, for the images with an empty SIS
         for rec, conf in zip(self.records, self.confidences.tolist(), strict=True):
             if conf < t:
                 out.append(None)
                 continue
             sis = rec.find_sis(t, warn=False)
-            empty += int(sis is not None and sis.numel() == 0)
+            if sis is not None and sis.numel() == 0:
+                blank.append(float(rec.scores[-1]))
             out.append(sis)
-        if empty:
+        if warn and blank:
+            highest = max(blank)
+            advice = (
+                f"Use another baseline, or a threshold above {highest:.6g} (the highest of these confidences)."
+                if highest < 1.0
+                else "Use another baseline."
+            )
             warnings.warn(
-                f"{empty} of {self.n_images} images reach the threshold {t} with every feature removed: their SIS "
-                "are empty, so the baseline is not uninformative to this model. Choose another baseline or a higher "
-                "threshold.",
+                f"{len(blank)} of {self.n_images} images keep a confidence of at least {t} with every feature "
+                f"removed (on the baseline alone), so their SIS at threshold {t} are empty: the baseline is not "
+                f"uninformative to this model. {advice}",
                 UninformativeBaselineWarning,
                 stacklevel=3,
             )
         return out
 
-    def sis_sizes(self, threshold: float) -> Tensor:
-        """``(N,)`` float64 SIS sizes in features at ``threshold``; NaN where the confidence is below it."""
-        return torch.tensor(
-            [
-                float("nan") if s is None else float(s.numel())
-                for s in self._sis(threshold, "SelectionResult.sis_sizes")
-            ],
-            dtype=torch.float64,
-        )
+    def _sis_sizes(self, t: float, *, warn: bool = True) -> Tensor:
+        sis = self._sis(t, warn=warn)
+        return torch.tensor([float("nan") if s is None else float(s.numel()) for s in sis], dtype=torch.float64)
 
-    def sis_masks(self, threshold: float) -> Tensor:
-        """Bool ``(N, 1 or C, H, W)`` keep-masks of the SIS at ``threshold`` (all False where there is none)."""
+    def _sis_masks(self, t: float, *, warn: bool = True) -> Tensor:
         keep = torch.zeros(self.n_images, self.n_features, dtype=torch.bool)
-        for i, sis in enumerate(self._sis(threshold, "SelectionResult.sis_masks")):
+        for i, sis in enumerate(self._sis(t, warn=warn)):
             if sis is not None:
                 keep[i, sis] = True
         return self.positions(keep)
+
+    def sis_sizes(self, threshold: float) -> Tensor:
+        """``(N,)`` float64 SIS sizes in features at ``threshold``; NaN where the confidence is below it.
+
+        Warns (:class:`~sis_attr.exceptions.UninformativeBaselineWarning`) when some SIS are empty.
+        """
+        return self._sis_sizes(format_threshold(threshold, "SelectionResult.sis_sizes"))
+
+    def sis_masks(self, threshold: float) -> Tensor:
+        """Keep-masks of the SIS at ``threshold``, one per image (all False where the image has none).
+
+        Returns
+        -------
+        Tensor
+            Bool ``(N, 1 or C, H, W)``, like :meth:`keep_masks`: ``masks[i, 0]`` is the ``(H, W)`` SIS of image
+            ``i`` for pixel features (``masks.any(dim=1)`` in general). The report's
+            :attr:`SISExamples.sis_masks <sis_attr.overinterpretation.SISExamples.sis_masks>` holds this
+            reduction, ``(n, H, W)``, for the few example images only.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from sis_attr.testing import SumGridClassifier
+        >>> image = torch.tensor([[[[1.0, 2.0], [0.5, -1.0]]]])
+        >>> sel = backward_selection(SumGridClassifier(), image, show_progress=False)
+        >>> masks = sel.sis_masks(0.85)
+        >>> masks.shape, masks[0, 0].tolist()
+        (torch.Size([1, 1, 2, 2]), [[False, True], [False, False]])
+        """
+        return self._sis_masks(format_threshold(threshold, "SelectionResult.sis_masks"))
 
     def select(self, indices: Sequence[int] | Tensor) -> SelectionResult:
         """The result restricted to some images (in the given order)."""
@@ -373,7 +340,7 @@ def backward_selection(
     images: Tensor,
     *,
     method: Literal["exact", "gradient"] = "exact",
-    baselines: float | Tensor = 0.0,
+    baselines: float | Tensor | None = 0.0,
     feature_mask: Literal["pixel"] | Tensor | None = "pixel",
     target: int | Sequence[int] | Tensor | None = None,
     k: int | float | str | AdaptiveK = 1,
@@ -401,7 +368,8 @@ def backward_selection(
         ``"gradient"``: :func:`sis_attr.functional.gradient_backselect`, removing ``k`` features per gradient
         step, or with ``shortlist=M`` the exact choice among the ``M`` features the gradient ranks first.
     baselines : float or Tensor, default 0.0
-        Value of removed features (0: the mean pixel of normalised data), broadcastable to ``images``.
+        Value of removed features (0: the mean pixel of normalised data), broadcastable to ``images``; None
+        means 0, as in Captum.
     feature_mask : "pixel", None or Tensor, default "pixel"
         ``"pixel"``: all channels of a pixel are one feature (the paper's choice). None: every element is a
         feature. A tensor: integer group ids ``0..d-1`` of shape ``(H, W)``, ``(1 or C, H, W)`` or
@@ -454,78 +422,89 @@ def backward_selection(
     caller = "backward_selection"
     model = format_model(model, caller)
     images = format_images(images, caller)
-    if method not in _METHODS:
-        raise param_error("method", caller, 'one of "exact" or "gradient"', repr(method))
-    if method == "exact" and (isinstance(k, bool) or k != 1 or shortlist is not None):
-        raise SISValueError(
-            f'The `k` and `shortlist` parameters of {caller} apply to method="gradient" only. Got k={k!r}, '
-            f'shortlist={shortlist!r} with method="exact"; drop them or use method="gradient".'
-        )
+    impl = format_method(method, k=k, shortlist=shortlist, batch_size=batch_size, caller=caller)
     batch_size = format_positive_int(batch_size, "batch_size", caller)
     chunk_size = format_positive_int(chunk_size, "chunk_size", caller)
+    show_progress = format_flag(show_progress, "show_progress", caller)
     n = int(images.shape[0])
     image_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
-    fmask = _format_feature_mask(feature_mask, image_shape, caller)
-    n_features = int(fmask.max()) + 1
-    base = _format_baselines(baselines, images, caller)
-    tgt = _format_target(target, n, caller)
+    fmask = format_image_feature_mask(feature_mask, image_shape, caller)
+    base = format_image_baselines(baselines, images, caller)
+    device = model_device(model)
+    if isinstance(target, tuple):  # a sequence of classes, one per image (format_target takes lists)
+        target = list(target)
+    tgt = None if target is None else format_target(target, n, None, torch.device("cpu"), caller)
     warn_if_training(model, caller)
 
-    if method == "gradient":
-        try:
-            from sis_attr._core.gradient_backselect import resolve_k
-            from sis_attr.functional import gradient_backselect
-        except ImportError:  # pragma: no cover - depends on the installed version
-            raise SISValueError(
-                f'method="gradient" of {caller} needs sis_attr.functional.gradient_backselect, which this '
-                'version of sis_attr lacks. Use method="exact".'
-            ) from None
-        resolve_k(k, shortlist, caller)  # validates k and shortlist with this function's name
-        run: Any = gradient_backselect
-        options: dict[str, Any] = {"k": k, "shortlist": shortlist}
-    else:
-        from sis_attr.functional import backselect
-
-        run = backselect
-        options = {}
-
     probs = predict_probabilities(model, images, caller, batch_size=batch_size)
-    n_classes = int(probs.shape[1])
     if tgt is None:
         tgt = probs.argmax(dim=1)
     else:
-        check_label_range(tgt, n_classes, caller, param="target")
-    confidences = probs.gather(1, tgt.unsqueeze(1)).squeeze(1)
+        check_label_range(tgt, int(probs.shape[1]), caller, param="target")
+    return _backward_selection(
+        model,
+        images,
+        impl=impl,
+        method=method,
+        baselines=base,
+        feature_mask=fmask,
+        targets=tgt,
+        confidences=probs.gather(1, tgt.unsqueeze(1)).squeeze(1),
+        chunk_size=chunk_size,
+        show_progress=show_progress,
+        device=device,
+        caller=caller,
+    )
 
-    device = model_device(model)
-    fmask_dev = fmask.to(device)
+
+def _backward_selection(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    impl: Method,
+    method: str,
+    baselines: float | Tensor,
+    feature_mask: Tensor,
+    targets: Tensor,
+    confidences: Tensor,
+    chunk_size: int,
+    show_progress: bool,
+    device: torch.device,
+    caller: str,
+) -> SelectionResult:
+    """Backward selection on validated inputs whose targets and full-image confidences are already known.
+
+    ``impl`` comes from :func:`sis_attr._core.methods.format_method`; ``baselines`` from
+    :func:`~sis_attr._core.validation.format_image_baselines` and ``feature_mask`` from
+    :func:`~sis_attr._core.validation.format_image_feature_mask`. The model only sees masked images here.
+    """
+    n = int(images.shape[0])
+    fmask_dev = feature_mask.to(device)
     records: list[BackSelectRecord] = []
     with progress_bar(n, f"Backward selection ({method})", show_progress, unit="image") as bar:
         for start in range(0, n, chunk_size):
             stop = min(n, start + chunk_size)
-            chunk = images[start:stop].to(device)
-            chunk_base = base if isinstance(base, float) else base[start:stop].to(device)
-            with warnings.catch_warnings():
-                # warned once above; the core would repeat it for every chunk
-                warnings.filterwarnings("ignore", message=".*is in training mode.*")
-                recs = run(
+            chunk_base = baselines if isinstance(baselines, float) else baselines[start:stop].to(device)
+            records.extend(
+                backselect_records(
                     model,
-                    chunk,
+                    images[start:stop].to(device),
+                    method=impl,
+                    target=targets[start:stop].to(device),
                     baselines=chunk_base,
-                    target=tgt[start:stop].to(device),
                     feature_mask=fmask_dev,
-                    batch_size=batch_size,
-                    show_progress=False,
-                    **options,
+                    threshold=None,
+                    first_example=start,
+                    caller=caller,
                 )
-            records.extend(dataclasses.replace(r, example=start + j) for j, r in enumerate(recs))
+            )
             bar.update(stop - start)
     return SelectionResult(
         records=records,
-        targets=tgt.clone(),
+        targets=targets.clone(),
         confidences=confidences,
-        n_features=n_features,
+        n_features=int(feature_mask.max()) + 1,
         method=method,
-        feature_mask=fmask,
-        image_shape=image_shape,
+        feature_mask=feature_mask,
+        image_shape=(int(images.shape[1]), int(images.shape[2]), int(images.shape[3])),
     )

@@ -7,7 +7,7 @@ running the model again. For each threshold, only the images whose confidence re
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -324,16 +324,23 @@ def sis_size_statistics(
     selection = _check_selection(selection, caller)
     lab = format_labels(labels, selection.n_images, caller)
     ts = format_probability_thresholds(thresholds, caller)
-    correct = selection.targets == lab
+    return _sis_size_statistics(selection, lab, ts, warn_at=ts)
+
+
+def _sis_size_statistics(
+    selection: SelectionResult, labels: Tensor, thresholds: tuple[float, ...], *, warn_at: Collection[float]
+) -> SISSizeStatistics:
+    """Statistics at validated ``thresholds``; empty SIS are warned about at the thresholds in ``warn_at`` only."""
+    correct = selection.targets == labels
     per = tuple(
         ThresholdSISStatistics(
             threshold=t,
-            sizes=selection.sis_sizes(t),
+            sizes=selection._sis_sizes(t, warn=t in warn_at),
             correct=correct,
             confidences=selection.confidences,
             n_features=selection.n_features,
         )
-        for t in ts
+        for t in thresholds
     )
     return SISSizeStatistics(
         per_threshold=per, accuracy=float(correct.double().mean()), n_features=selection.n_features
@@ -443,15 +450,28 @@ def mean_sis_size_curve(
                 f"Got {type(accuracies).__name__} instead."
             )
         accs = {str(k): float(v) for k, v in accuracies.items()}
+    return _mean_sis_size_curve(sels, ts, accs, warn=True)
+
+
+def _mean_sis_size_curve(
+    selections: Mapping[str, SelectionResult],
+    thresholds: tuple[float, ...],
+    accuracies: dict[str, float],
+    *,
+    warn: bool,
+) -> MeanSISSizeCurve:
+    """The curve of validated arguments; ``warn=False`` when the caller has already warned about empty SIS."""
     mean, low, high, count = {}, {}, {}, {}
-    for name, sel in sels.items():
+    for name, sel in selections.items():
         rows = []
-        for t in ts:
-            sizes = sel.sis_sizes(t)
+        for t in thresholds:
+            sizes = sel._sis_sizes(t, warn=warn)
             frac = sizes[~torch.isnan(sizes)] / sel.n_features
             rows.append((*mean_ci(frac), int(frac.numel())))
         mean[name] = torch.tensor([r[0] for r in rows], dtype=torch.float64)
         low[name] = torch.tensor([r[1] for r in rows], dtype=torch.float64)
         high[name] = torch.tensor([r[2] for r in rows], dtype=torch.float64)
         count[name] = torch.tensor([r[3] for r in rows], dtype=torch.long)
-    return MeanSISSizeCurve(thresholds=ts, mean=mean, ci_low=low, ci_high=high, n_images=count, accuracies=accs)
+    return MeanSISSizeCurve(
+        thresholds=thresholds, mean=mean, ci_low=low, ci_high=high, n_images=count, accuracies=accuracies
+    )

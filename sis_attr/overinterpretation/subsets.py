@@ -15,32 +15,20 @@ from torch import Tensor
 
 from sis_attr._core.validation import (
     format_fraction,
+    format_generator_or_seed,
+    format_image_baselines,
+    format_image_feature_mask,
     format_images,
     format_labels,
-    param_error,
+    format_positive_int,
+    format_renamed,
 )
 from sis_attr.datasets import TensorImageDataset
 from sis_attr.exceptions import SISTypeError, SISValueError
 from sis_attr.overinterpretation._common import subset_size as _subset_size
-from sis_attr.overinterpretation.selection import SelectionResult, _format_feature_mask
+from sis_attr.overinterpretation.selection import SelectionResult
 
 __all__ = ["PixelSubsetDataset", "backselect_subsets", "random_subsets", "subset_size"]
-
-
-def _format_baseline(baseline: object, images: Tensor, caller: str) -> Tensor:
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
-        raise SISTypeError(
-            f"The `baseline` parameter of {caller} must be a number or a tensor broadcastable to the images. "
-            f"Got {type(baseline).__name__} instead."
-        )
-    b = torch.as_tensor(baseline, dtype=images.dtype).to(images.device)
-    try:
-        return torch.broadcast_to(b, images.shape)
-    except RuntimeError:
-        raise SISValueError(
-            f"The `baseline` parameter of {caller} must be broadcastable to the images' shape "
-            f"{tuple(images.shape)}. Got shape {tuple(b.shape)} instead."
-        ) from None
 
 
 def subset_size(fraction: float, n_features: int) -> int:
@@ -48,16 +36,27 @@ def subset_size(fraction: float, n_features: int) -> int:
 
     Rounds up (robust to floating point: ``0.3 * 10`` keeps 3, not 4).
 
+    Parameters
+    ----------
+    fraction : float
+        Fraction of the features kept, in (0, 1].
+    n_features : int
+        Features per image (``H * W`` for pixel features).
+
+    Returns
+    -------
+    int
+        The same count as :meth:`SelectionResult.subset_size
+        <sis_attr.overinterpretation.SelectionResult.subset_size>` and the subsets of :func:`backselect_subsets`
+        and :func:`random_subsets`.
+
     Examples
     --------
     >>> subset_size(0.05, 1024), subset_size(0.05, 64), subset_size(0.3, 10)
     (52, 4, 3)
     """
     caller = "subset_size"
-    f = format_fraction(fraction, caller)
-    if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
-        raise param_error("n_features", caller, "a positive integer", repr(n_features))
-    return _subset_size(f, n_features)
+    return _subset_size(format_fraction(fraction, caller), format_positive_int(n_features, "n_features", caller))
 
 
 class PixelSubsetDataset(TensorImageDataset):
@@ -72,9 +71,12 @@ class PixelSubsetDataset(TensorImageDataset):
     labels : Tensor
         ``(N,)`` integer labels.
     keep_masks : Tensor
-        Bool ``(N, 1 or C, H, W)`` keep-masks (True: the value is kept).
-    baseline : float or Tensor, default 0.0
-        Value of the masked positions, broadcastable to ``images``.
+        Bool ``(N, 1 or C, H, W)`` keep-masks (True: the value is kept), the shape of
+        :meth:`SelectionResult.keep_masks <sis_attr.overinterpretation.SelectionResult.keep_masks>`.
+    baselines : float or Tensor, optional
+        Value of the masked positions, broadcastable to ``images``; 0 when None (as in Captum).
+    baseline : float or Tensor, optional
+        Deprecated name of ``baselines`` (removed in the next release).
 
     Attributes
     ----------
@@ -97,8 +99,17 @@ class PixelSubsetDataset(TensorImageDataset):
 
     keep_masks: Tensor
 
-    def __init__(self, images: Tensor, labels: Tensor, keep_masks: Tensor, *, baseline: float | Tensor = 0.0) -> None:
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        keep_masks: Tensor,
+        *,
+        baselines: float | Tensor | None = None,
+        baseline: float | Tensor | None = None,
+    ) -> None:
         caller = "PixelSubsetDataset"
+        baselines = format_renamed(baselines, baseline, new="baselines", old="baseline", caller=caller)
         images = format_images(images, caller)
         labels = format_labels(labels, int(images.shape[0]), caller)
         if not isinstance(keep_masks, Tensor) or keep_masks.dtype != torch.bool:
@@ -110,10 +121,23 @@ class PixelSubsetDataset(TensorImageDataset):
                 f"The `keep_masks` parameter of {caller} must have shape ({n}, 1, {h}, {w}) or ({n}, {c}, {h}, {w}) "
                 f"to match the images. Got shape {tuple(keep_masks.shape)} instead."
             )
+        self._init(images, labels, keep_masks, format_image_baselines(baselines, images, caller))
+
+    def _init(self, images: Tensor, labels: Tensor, keep_masks: Tensor, baselines: float | Tensor) -> None:
+        """Build from validated arguments (``baselines`` from ``format_image_baselines``)."""
         keep = keep_masks.to(images.device)
-        masked = torch.where(keep, images, _format_baseline(baseline, images, caller))
-        super().__init__(masked, labels)
+        base = baselines if isinstance(baselines, float) else baselines.to(images.device)
+        super().__init__(torch.where(keep, images, base), labels)
         self.keep_masks = keep_masks
+
+    @classmethod
+    def _from_validated(
+        cls, images: Tensor, labels: Tensor, keep_masks: Tensor, baselines: float | Tensor
+    ) -> PixelSubsetDataset:
+        """The dataset of already validated arguments (the analyses' inner path: nothing is checked again)."""
+        ds = cls.__new__(cls)
+        ds._init(images, labels, keep_masks, baselines)
+        return ds
 
     @property
     def kept_fraction(self) -> Tensor:
@@ -127,12 +151,13 @@ def backselect_subsets(
     *,
     fraction: float = 0.05,
     labels: Tensor | None = None,
-    baseline: float | Tensor = 0.0,
+    baselines: float | Tensor | None = None,
+    baseline: float | Tensor | None = None,
 ) -> PixelSubsetDataset:
     """Backward-selection pixel-subsets: keep the ``fraction`` of features removed last, mask the rest.
 
     The kept count is ``ceil(fraction * n_features)`` per image (52 of the 1024 pixels of a CIFAR-10 image at
-    5%), with their original values; every other position takes ``baseline``.
+    5%), with their original values; every other position takes ``baselines``.
 
     Parameters
     ----------
@@ -145,12 +170,20 @@ def backselect_subsets(
     labels : Tensor, optional
         Labels of the dataset; the model's predictions (``selection.targets``) when None. Pass the true labels
         to train new models on the subsets (as the paper does).
-    baseline : float or Tensor, default 0.0
-        Value of masked positions (use the baseline of the backward selection).
+    baselines : float or Tensor, optional
+        Value of masked positions (use the baselines of the backward selection); 0 when None.
+    baseline : float or Tensor, optional
+        Deprecated name of ``baselines`` (removed in the next release).
 
     Returns
     -------
     PixelSubsetDataset
+
+    Raises
+    ------
+    SISValueError
+        If ``images`` are not the shape the selection was computed on, or both ``baselines`` and ``baseline``
+        are given.
 
     Examples
     --------
@@ -164,6 +197,7 @@ def backselect_subsets(
     ([0.25, 0.25], True)
     """
     caller = "backselect_subsets"
+    baselines = format_renamed(baselines, baseline, new="baselines", old="baseline", caller=caller)
     if not isinstance(selection, SelectionResult):
         raise SISTypeError(
             f"The `selection` parameter of {caller} must be a SelectionResult (from backward_selection). "
@@ -178,7 +212,14 @@ def backselect_subsets(
             f"{expected}. Got shape {tuple(images.shape)} instead."
         )
     lab = selection.targets if labels is None else format_labels(labels, selection.n_images, caller)
-    return PixelSubsetDataset(images, lab, selection.keep_masks(f), baseline=_format_baseline(baseline, images, caller))
+    return _backselect_subsets(images, selection, f, lab, format_image_baselines(baselines, images, caller))
+
+
+def _backselect_subsets(
+    images: Tensor, selection: SelectionResult, fraction: float, labels: Tensor, baselines: float | Tensor
+) -> PixelSubsetDataset:
+    keep = selection._keep_masks(_subset_size(fraction, selection.n_features))
+    return PixelSubsetDataset._from_validated(images, labels, keep, baselines)
 
 
 def random_subsets(
@@ -188,7 +229,8 @@ def random_subsets(
     fraction: float = 0.05,
     feature_mask: Literal["pixel"] | Tensor | None = "pixel",
     generator: torch.Generator | int | None = None,
-    baseline: float | Tensor = 0.0,
+    baselines: float | Tensor | None = None,
+    baseline: float | Tensor | None = None,
 ) -> PixelSubsetDataset:
     """Random pixel-subsets: keep ``ceil(fraction * n_features)`` features drawn uniformly per image.
 
@@ -207,8 +249,10 @@ def random_subsets(
         Feature groups, as in :func:`~sis_attr.overinterpretation.backward_selection`.
     generator : torch.Generator or int, optional
         Source of randomness, or a seed; the global generator when None.
-    baseline : float or Tensor, default 0.0
-        Value of masked positions.
+    baselines : float or Tensor, optional
+        Value of masked positions; 0 when None.
+    baseline : float or Tensor, optional
+        Deprecated name of ``baselines`` (removed in the next release).
 
     Returns
     -------
@@ -225,22 +269,31 @@ def random_subsets(
     True
     """
     caller = "random_subsets"
+    baselines = format_renamed(baselines, baseline, new="baselines", old="baseline", caller=caller)
     images = format_images(images, caller)
     f = format_fraction(fraction, caller)
-    n = int(images.shape[0])
-    lab = format_labels(labels, n, caller)
+    lab = format_labels(labels, int(images.shape[0]), caller)
     image_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
-    fmask = _format_feature_mask(feature_mask, image_shape, caller)
-    d = int(fmask.max()) + 1
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        generator = torch.Generator().manual_seed(generator)
-    elif generator is not None and not isinstance(generator, torch.Generator):
-        raise param_error("generator", caller, "None, a torch.Generator or an integer seed", type(generator).__name__)
-    count = _subset_size(f, d)
+    fmask = format_image_feature_mask(feature_mask, image_shape, caller)
+    gen = format_generator_or_seed(generator, caller)
+    return _random_subsets(images, lab, f, fmask, gen, format_image_baselines(baselines, images, caller))
+
+
+def _random_subsets(
+    images: Tensor,
+    labels: Tensor,
+    fraction: float,
+    feature_mask: Tensor,
+    generator: torch.Generator | None,
+    baselines: float | Tensor,
+) -> PixelSubsetDataset:
+    n = int(images.shape[0])
+    d = int(feature_mask.max()) + 1
+    count = _subset_size(fraction, d)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     scores = torch.rand(n, d, generator=generator, device=gen_device).cpu()
     chosen = scores.argsort(dim=1)[:, :count]
     keep = torch.zeros(n, d, dtype=torch.bool)
     keep.scatter_(1, chosen, True)
-    keep_masks = keep[:, fmask.reshape(-1)].reshape(n, *fmask.shape[1:])
-    return PixelSubsetDataset(images, lab, keep_masks, baseline=_format_baseline(baseline, images, caller))
+    keep_masks = keep[:, feature_mask.reshape(-1)].reshape(n, *feature_mask.shape[1:])
+    return PixelSubsetDataset._from_validated(images, labels, keep_masks, baselines)
