@@ -28,7 +28,7 @@ from sis_attr._core.refine import GradientFindSIS
 from sis_attr._core.results import BackSelectRecord, SISResult, cast_like, rank_maps
 from sis_attr._core.schedule import AdaptiveK, AdaptiveSchedule, FixedK, FractionK, Schedule, format_k
 from sis_attr._core.scoring import ScoreFunc, threshold_to_space
-from sis_attr._core.sis import compute_sis, make_records
+from sis_attr._core.sis import BackSelectFn, FindFn, compute_sis, find_from_records, make_records
 from sis_attr._core.validation import (
     format_flag,
     format_generator,
@@ -53,11 +53,17 @@ OutputKind = Literal["rank", "keep_mask"]
 
 
 # ------------------------------------------------------------------------------------------------ the methods
-@dataclass(frozen=True)
-class ExactMethod:
-    """Exact BackSelect (``d (d + 1) / 2`` evaluations per example) with validated options."""
+class _Method:
+    """Backward selection and SIS for a problem; subclasses give the engine, the FindSIS step and a name."""
 
-    batch_size: int = EXACT_BATCH_SIZE
+    batch_size: int
+    description: str
+
+    def engine(self, problem: SISProblem, threshold: float | None) -> BackSelectFn:
+        raise NotImplementedError
+
+    def find_fn(self) -> FindFn:
+        return find_from_records
 
     def backselect(
         self,
@@ -67,10 +73,11 @@ class ExactMethod:
         show_progress: bool = False,
         first_example: int = 0,
     ) -> list[BackSelectRecord]:
+        """Backward selection from all features (``threshold`` only steers an adaptive ``k``)."""
         examples = list(range(problem.batch))
         idx = torch.arange(problem.batch, device=problem.device)
-        orders, values = exact_backselect(
-            problem, idx, problem.layout.initial_keep(), show_progress=show_progress, desc="SIS BackSelect"
+        orders, values = self.engine(problem, threshold)(
+            problem, idx, problem.layout.initial_keep(), show_progress=show_progress, desc=self.description
         )
         return make_records(problem, examples, orders, values, first_example=first_example)
 
@@ -83,19 +90,32 @@ class ExactMethod:
         max_sis: int | None = None,
         show_progress: bool = False,
     ) -> SISResult:
+        """SIS (and SIScollection) at ``threshold`` (the user's space)."""
         return compute_sis(
             problem,
-            exact_backselect,
+            self.engine(problem, threshold),
             threshold,
             collection=collection,
             max_sis=max_sis,
             show_progress=show_progress,
-            method="SIS BackSelect",
+            find_fn=self.find_fn(),
+            method=self.description,
         )
 
 
 @dataclass(frozen=True)
-class GradientMethod:
+class ExactMethod(_Method):
+    """Exact BackSelect (``d (d + 1) / 2`` evaluations per example) with validated options."""
+
+    batch_size: int = EXACT_BATCH_SIZE
+    description: str = field(default="SIS BackSelect", init=False)
+
+    def engine(self, problem: SISProblem, threshold: float | None) -> BackSelectFn:
+        return exact_backselect
+
+
+@dataclass(frozen=True)
+class GradientMethod(_Method):
     """Batched Gradient BackSelect (optionally gradient-screened) with validated options."""
 
     k: FixedK | FractionK | AdaptiveK = field(default_factory=lambda: FixedK(DEFAULT_K))
@@ -103,6 +123,12 @@ class GradientMethod:
     refine: bool = True
     generator: torch.Generator | None = None
     batch_size: int = GRADIENT_BATCH_SIZE
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        if self.shortlist is None:
+            return "Batched Gradient BackSelect"
+        return f"Gradient-screened BackSelect (M={self.shortlist})"
 
     def schedule(self, problem: SISProblem, threshold: float | None) -> Schedule:
         """The block schedule; an adaptive ``k`` steers by its own threshold, else by ``threshold``."""
@@ -121,50 +147,11 @@ class GradientMethod:
             t = format_threshold(t, caller, probability=problem.scorer.log_space, param="k.threshold")
         return AdaptiveSchedule(self.k, threshold_to_space(t, problem.scorer.log_space))
 
-    def _engine(self, problem: SISProblem, threshold: float | None) -> GradientBackSelect:
+    def engine(self, problem: SISProblem, threshold: float | None) -> BackSelectFn:
         return GradientBackSelect(self.schedule(problem, threshold), shortlist=self.shortlist, generator=self.generator)
 
-    @property
-    def description(self) -> str:
-        if self.shortlist is None:
-            return "Batched Gradient BackSelect"
-        return f"Gradient-screened BackSelect (M={self.shortlist})"
-
-    def backselect(
-        self,
-        problem: SISProblem,
-        *,
-        threshold: float | None = None,
-        show_progress: bool = False,
-        first_example: int = 0,
-    ) -> list[BackSelectRecord]:
-        examples = list(range(problem.batch))
-        idx = torch.arange(problem.batch, device=problem.device)
-        engine = self._engine(problem, threshold)
-        orders, values = engine(
-            problem, idx, problem.layout.initial_keep(), show_progress=show_progress, desc=self.description
-        )
-        return make_records(problem, examples, orders, values, first_example=first_example)
-
-    def sis(
-        self,
-        problem: SISProblem,
-        threshold: float,
-        *,
-        collection: bool = False,
-        max_sis: int | None = None,
-        show_progress: bool = False,
-    ) -> SISResult:
-        return compute_sis(
-            problem,
-            self._engine(problem, threshold),
-            threshold,
-            collection=collection,
-            max_sis=max_sis,
-            show_progress=show_progress,
-            find_fn=GradientFindSIS(refine=self.refine),
-            method=self.description,
-        )
+    def find_fn(self) -> FindFn:
+        return GradientFindSIS(refine=self.refine)
 
 
 Method = ExactMethod | GradientMethod
