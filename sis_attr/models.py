@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sis_attr._core.validation import format_positive_int
+from sis_attr._core.validation import format_model, format_positive_int
 from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, SHARED_DATA_ENV_VAR, shared_data_dir
 from sis_attr.exceptions import CheckpointNotFoundError, SISTypeError, SISValueError
 
@@ -219,10 +219,7 @@ class NormalizedModel(nn.Module):
     def __init__(self, model: nn.Module, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> None:
         super().__init__()
         caller = "NormalizedModel"
-        if not isinstance(model, nn.Module):
-            raise SISTypeError(
-                f"The `model` parameter of {caller} must be a torch.nn.Module. Got {type(model).__name__} instead."
-            )
+        format_model(model, caller)
         stats = []
         for name, values in (("mean", mean), ("std", std)):
             try:
@@ -448,7 +445,9 @@ class DigitsCNN(nn.Module):
     Parameters
     ----------
     num_classes : int, default 10
+        Outputs of the final linear layer.
     in_channels : int, default 1
+        Channels of the input images.
 
     Examples
     --------

@@ -20,9 +20,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from sis_attr._core.validation import (
+    format_flag,
+    format_generator,
     format_images,
     format_labels,
     format_model,
+    format_non_negative_int,
     format_number,
     format_positive_int,
     model_device,
@@ -74,11 +77,6 @@ class TrainingHistory:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Augmentation
 # --------------------------------------------------------------------------------------------------------------
 
@@ -119,10 +117,9 @@ def random_crop_flip(
     if not isinstance(images, Tensor) or images.dim() != 4:
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise SISValueError(f"The `images` parameter of {caller} must have shape (N, C, H, W). Got {got} instead.")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise SISValueError(
-            f"The `padding` parameter of {caller} must be a non-negative integer. Got {padding!r} instead."
-        )
+    padding = format_non_negative_int(padding, "padding", caller)
+    flip = format_flag(flip, "flip", caller)
+    generator = format_generator(generator, caller)
     n, _, h, w = images.shape
     gen_device = generator.device if generator is not None else images.device
     out = images

@@ -208,6 +208,18 @@ def test_random_crop_flip_is_a_crop_of_the_padded_image() -> None:
     assert seen_flip == {False, True}
 
 
+def test_random_crop_flip_argument_errors() -> None:
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(SISValueError, match=r"The `padding` parameter of random_crop_flip must be a non-negative"):
+        random_crop_flip(x, padding=-1)
+    with pytest.raises(SISTypeError, match=r"The `flip` parameter of random_crop_flip must be a bool"):
+        random_crop_flip(x, flip="yes")  # type: ignore[arg-type]
+    with pytest.raises(SISTypeError, match=r"The `generator` parameter of random_crop_flip"):
+        random_crop_flip(x, generator=0)  # type: ignore[arg-type]
+    with pytest.raises(SISValueError, match=r"\(N, C, H, W\)"):
+        random_crop_flip(torch.rand(4, 4))
+
+
 def test_random_crop_flip_randomness() -> None:
     x = torch.rand(32, 3, 8, 8)
     original = x.clone()

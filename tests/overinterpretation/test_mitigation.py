@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import warnings
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -16,6 +17,19 @@ from sis_attr.overinterpretation import (
     with_input_dropout,
 )
 from tests.overinterpretation.conftest import Digits
+
+
+def test_mitigations_are_defined_in_their_module() -> None:
+    """One home: sis_attr.overinterpretation.mitigation (re-exported by the package; models only warns)."""
+    from sis_attr.overinterpretation import mitigation
+
+    for cls in (InputDropout, MeanLogitEnsemble):
+        assert cls.__module__ == "sis_attr.overinterpretation.mitigation"
+        assert getattr(mitigation, cls.__name__) is cls
+    with pytest.raises(TypeError, match=r"The `model` parameter of with_input_dropout must be a torch\.nn\.Module"):
+        with_input_dropout("net", 0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="The `generator` parameter of InputDropout"):
+        InputDropout(0.5, generator=0)  # type: ignore[arg-type]
 
 
 def test_with_input_dropout_wraps_without_changing_the_model(digits_model: nn.Module) -> None:
