@@ -56,6 +56,12 @@ __all__ = ["audit"]
 def _format_data(data: object, caller: str) -> tuple[Tensor, Tensor, tuple[str, ...] | None]:
     """``(images, labels, class names or None)`` from a LabelledImages, a tuple or a dataset, validated once."""
     names: tuple[str, ...] | None = None
+    if isinstance(data, Tensor):
+        raise SISTypeError(
+            f"The `data` parameter of {caller} must hold the true labels with the images: (images, labels), a "
+            f"LabelledImages or a dataset of (image, label) pairs. Got a tensor of shape {tuple(data.shape)} alone "
+            "instead."
+        )
     if isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], Tensor):
         images, labels, raw_names = data
         if raw_names is not None:

@@ -381,6 +381,8 @@ def test_wrong_data_shapes() -> None:
         audit(MarkReader(), (d.images, d.labels[:3]), show_progress=False)
     with pytest.raises(SISValueError, match="non-negative"):
         audit(MarkReader(), (d.images, torch.tensor([0, -1, 2, 3])), show_progress=False)
+    with pytest.raises(SISTypeError, match=r"\(images, labels\).*Got a tensor of shape \(4, 1, 8, 8\) alone"):
+        audit(MarkReader(), d.images, show_progress=False)
 
 
 def test_invalid_model_and_data_types() -> None:
