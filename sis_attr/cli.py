@@ -241,6 +241,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_
     True
     """
     file = Path(path)
+    if file.is_dir():
+        raise CLIError(f"--weights: {str(file)!r} is a directory. Give the checkpoint file in it.")
     if not file.is_file():
         raise CLIError(f"--weights: the file {str(file)!r} does not exist.")
     if not unsafe_load_pickle:
@@ -258,10 +260,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_
         # the original one
         reason = _first_line(err.__context__ if isinstance(err.__context__, pickle.UnpicklingError) else err)
         hint = "" if unsafe_load_pickle else " (if it is a pickle you trust, --unsafe-load-pickle may read it)"
-        raise CLIError(f"--weights: cannot read {str(file)!r} as a torch checkpoint: {reason}{hint}") from err
-    except Exception as err:  # torch raises several types for files that are not checkpoints
         raise CLIError(
-            f"--weights: cannot read {str(file)!r} as a torch checkpoint: {type(err).__name__}: {_first_line(err)}"
+            f"--weights: cannot read {str(file)!r} as a torch checkpoint (a file written by torch.save): {reason}{hint}"
+        ) from err
+    except Exception as err:  # torch raises several types for files that are not checkpoints
+        kind = f"{type(err).__module__}.{type(err).__name__}".removeprefix("builtins.")
+        raise CLIError(
+            f"--weights: cannot read {str(file)!r} as a torch checkpoint (a file written by torch.save): "
+            f"{kind}: {_first_line(err)}"
         ) from err
     state = _state_dict_of(obj)
     if state is None or not state or not all(isinstance(k, str) for k in state):
@@ -302,7 +308,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_
             )
             if keys
         ]
-        raise CLIError(f"--weights: {str(file)!r} does not fit the model: " + "; ".join(problems) + ".")
+        hint = " Does --model build the architecture these weights were saved from?" if missing or unexpected else ""
+        raise CLIError(f"--weights: {str(file)!r} does not fit the model: " + "; ".join(problems) + "." + hint)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -460,7 +467,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--fast", action="store_true", help="fewer training epochs and audited images: a quicker, noisier look"
     )
     demo.add_argument(
-        "--images", type=_positive_int, help="test images audited per model, at most 297 (default 80, fast 30)"
+        "--images", type=_positive_int, help="test images audited per model, 1 to 297 (default 80, fast 30)"
     )
     demo.add_argument("--epochs", type=_positive_int, help="training epochs per model (default 6, fast 4)")
     demo.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
@@ -542,7 +549,12 @@ def _resolve_device(text: str) -> torch.device:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from sis_attr.demo import run_demo
+    from sis_attr.demo import _N_TEST, run_demo
+
+    if args.images is not None and args.images > _N_TEST:
+        raise CLIError(
+            f"--images must be in [1, {_N_TEST}] (the demo holds out {_N_TEST} test digits). Got {args.images}."
+        )
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

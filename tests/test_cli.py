@@ -311,13 +311,14 @@ ERROR_CASES = {
     "weights garbage": (["--weights", "{ws}/garbage.pt"], "cannot read '{ws}/garbage.pt' as a torch checkpoint"),
     "weights of another depth": (
         ["--model", "{ws}/factory.py:build_resnet8", "--weights", "{ws}/resnet14.pt"],
-        "36 unexpected keys (layer1.1.conv1.weight, layer1.1.bn1.weight, layer1.1.bn1.bias, ...)",
+        "36 unexpected keys (layer1.1.conv1.weight, layer1.1.bn1.weight, layer1.1.bn1.bias, ...). Does --model build",
     ),
     "weights of another width": (
         ["--model", "{ws}/factory.py:build_resnet8", "--weights", "{ws}/resnet8_5.pt"],
         "2 shape mismatches (linear.weight: file (5, 64) vs model (3, 64), linear.bias: file (5,) vs model (3,))",
     ),
     "weights missing": (["--weights", "{ws}/nope.pt"], "does not exist"),
+    "weights directory": (["--weights", "{ws}"], "is a directory. Give the checkpoint file in it."),
     "weights not a dict": (["--weights", "{ws}/tensor.pt"], "not a state dict"),
     "data shape": (["--data", "{ws}/rgb.npz"], "cannot run on the data"),
     "empty data": (["--data", "{ws}/empty.npz"], "no image"),
@@ -380,7 +381,7 @@ def test_usage_errors_help_and_version(capsys: pytest.CaptureFixture[str]) -> No
     code, out, _ = run(["--version"], capsys)
     assert code == 0 and out.startswith("sis-attr ")
     code, out, err = run(["demo", "--images", "400", "--no-progress"], capsys)
-    assert code == 2 and out == "" and "[1, 297]" in err and err.strip().count("\n") == 0
+    assert code == 2 and out == "" and "--images must be in [1, 297]" in err and err.strip().count("\n") == 0
 
 
 def test_real_process_error_has_no_traceback(tmp_path: Path) -> None:
