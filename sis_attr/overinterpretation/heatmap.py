@@ -177,5 +177,5 @@ def _sis_heatmap(selection: SelectionResult, threshold: float, *, warn: bool) ->
             f"The `masks` parameter of location_heatmap must hold at least one mask. Got none (no image reaches "
             f"the threshold {threshold})."
         )
-    keep = selection._sis_masks(threshold, warn=warn)[has]
+    keep = selection._sis_masks(threshold, warn=warn, stacklevel=5)[has]
     return _heatmap(keep, fraction=None, threshold=threshold)

@@ -158,10 +158,11 @@ class SelectionResult:
             keep[i, rec.top_features(count)] = True
         return self.positions(keep)
 
-    def _sis(self, t: float, *, warn: bool) -> list[Tensor | None]:
+    def _sis(self, t: float, *, warn: bool, stacklevel: int) -> list[Tensor | None]:
         """The SIS (feature ids) of every image at the validated threshold ``t``; None below it.
 
-        With ``warn``, images whose SIS is empty (the baseline alone reaches ``t``) are reported once.
+        With ``warn``, images whose SIS is empty (the baseline alone reaches ``t``) are reported once, at
+        ``stacklevel`` counted from here (the public caller's caller).
         """
         out: list[Tensor | None] = []
         blank: list[float] = []  # confidence on the baseline alone, for the images with an empty SIS
@@ -185,17 +186,17 @@ class SelectionResult:
                 f"removed (on the baseline alone), so their SIS at threshold {t} are empty: the baseline is not "
                 f"uninformative to this model. {advice}",
                 UninformativeBaselineWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         return out
 
-    def _sis_sizes(self, t: float, *, warn: bool = True) -> Tensor:
-        sis = self._sis(t, warn=warn)
+    def _sis_sizes(self, t: float, *, warn: bool = True, stacklevel: int = 4) -> Tensor:
+        sis = self._sis(t, warn=warn, stacklevel=stacklevel)
         return torch.tensor([float("nan") if s is None else float(s.numel()) for s in sis], dtype=torch.float64)
 
-    def _sis_masks(self, t: float, *, warn: bool = True) -> Tensor:
+    def _sis_masks(self, t: float, *, warn: bool = True, stacklevel: int = 4) -> Tensor:
         keep = torch.zeros(self.n_images, self.n_features, dtype=torch.bool)
-        for i, sis in enumerate(self._sis(t, warn=warn)):
+        for i, sis in enumerate(self._sis(t, warn=warn, stacklevel=stacklevel)):
             if sis is not None:
                 keep[i, sis] = True
         return self.positions(keep)

@@ -332,18 +332,20 @@ def _sis_size_statistics(
 ) -> SISSizeStatistics:
     """Statistics at validated ``thresholds``; empty SIS are warned about at the thresholds in ``warn_at`` only."""
     correct = selection.targets == labels
-    per = tuple(
-        ThresholdSISStatistics(
-            threshold=t,
-            sizes=selection._sis_sizes(t, warn=t in warn_at),
-            correct=correct,
-            confidences=selection.confidences,
-            n_features=selection.n_features,
+    per = []
+    for t in thresholds:  # a loop, not a generator: the warnings' stacklevel counts frames
+        sizes = selection._sis_sizes(t, warn=t in warn_at, stacklevel=5)
+        per.append(
+            ThresholdSISStatistics(
+                threshold=t,
+                sizes=sizes,
+                correct=correct,
+                confidences=selection.confidences,
+                n_features=selection.n_features,
+            )
         )
-        for t in thresholds
-    )
     return SISSizeStatistics(
-        per_threshold=per, accuracy=float(correct.double().mean()), n_features=selection.n_features
+        per_threshold=tuple(per), accuracy=float(correct.double().mean()), n_features=selection.n_features
     )
 
 
@@ -465,7 +467,7 @@ def _mean_sis_size_curve(
     for name, sel in selections.items():
         rows = []
         for t in thresholds:
-            sizes = sel._sis_sizes(t, warn=warn)
+            sizes = sel._sis_sizes(t, warn=warn, stacklevel=5)
             frac = sizes[~torch.isnan(sizes)] / sel.n_features
             rows.append((*mean_ci(frac), int(frac.numel())))
         mean[name] = torch.tensor([r[0] for r in rows], dtype=torch.float64)

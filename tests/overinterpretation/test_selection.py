@@ -88,7 +88,10 @@ def test_sis_are_sufficient_and_nan_below_threshold(
 def test_empty_sis_warns_once(digits_selection: SelectionResult) -> None:
     """Blank digits are classified confidently by the CNN: an SIS of size 0, reported with one warning."""
     sizes = None
-    with pytest.warns(UninformativeBaselineWarning, match="of 48 images reach the threshold 0.5"):
+    with pytest.warns(
+        UninformativeBaselineWarning,
+        match=r"of 48 images keep a confidence of at least 0\.5 with every feature removed .* threshold 0\.5 are empty",
+    ):
         sizes = digits_selection.sis_sizes(0.5)
     assert sizes is not None and bool((sizes == 0).any())
 
@@ -157,7 +160,7 @@ def test_never_changes_the_model_and_warns_in_training_mode(digits: Digits) -> N
         ({"shortlist": 8}, SISValueError, 'apply to method="gradient" only'),
         ({"method": "gradient", "k": 0}, SISValueError, "The `k` parameter of backward_selection"),
         ({"target": 10}, SISValueError, r"must be made of class indices in \[0, 9\]"),
-        ({"target": [1, 2, 3]}, SISValueError, r"one class per image \(2\)"),
+        ({"target": [1, 2, 3]}, SISValueError, r"one entry per example \(2\)\. Got 3 entries"),
         ({"feature_mask": "channel"}, SISValueError, "The `feature_mask` parameter"),
         ({"feature_mask": torch.zeros(4, 4, dtype=torch.long)}, SISValueError, "shared by all images"),
         ({"feature_mask": torch.zeros(8, 8)}, SISTypeError, "integer tensor of group ids"),
@@ -210,3 +213,47 @@ def test_gradient_selection_on_cifar_resnet20(cifar_hybrid_selection: SelectionR
     ok = ~torch.isnan(sizes)
     assert bool(ok.any()) and bool((sizes[ok] >= 1).all()) and bool((sizes[ok] < 1024).all())
     assert not math.isnan(sel.to_dict()["mean_confidence"])
+
+
+def test_pixel_feature_mask_old_path_is_deprecated() -> None:
+    import sis_attr.overinterpretation.selection as selection_module
+
+    with pytest.warns(DeprecationWarning, match="import pixel_feature_mask from sis_attr.overinterpretation"):
+        old = selection_module.pixel_feature_mask
+    assert old is pixel_feature_mask
+
+
+def test_targets_as_tuple_and_none_baselines(digits: Digits, digits_model: nn.Module) -> None:
+    images = digits.test_images[:2]
+    a = backward_selection(digits_model, images, target=(3, 4), baselines=None, show_progress=False)
+    b = backward_selection(digits_model, images, target=torch.tensor([3, 4]), baselines=0.0, show_progress=False)
+    assert a.targets.tolist() == [3, 4]
+    assert [r.order.tolist() for r in a.records] == [r.order.tolist() for r in b.records]
+
+
+def test_mask_shapes_follow_the_feature_mask(digits_selection: SelectionResult) -> None:
+    """Keep-masks and SIS masks are (N, 1 or C, H, W); ``masks[i, 0]`` is the (H, W) image for pixel features."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UninformativeBaselineWarning)
+        sis = digits_selection.sis_masks(0.9)
+    assert sis.shape == digits_selection.keep_masks().shape == (DIGITS_SELECTED, 1, 8, 8)
+    assert sis[0, 0].shape == (8, 8)
+
+
+def test_empty_sis_warning_points_at_the_callers_line(digits_selection: SelectionResult) -> None:
+    from sis_attr.overinterpretation import location_heatmap, mean_sis_size_curve, sis_size_statistics
+
+    labels = digits_selection.targets
+    calls = (
+        lambda: digits_selection.sis_sizes(0.5),
+        lambda: digits_selection.sis_masks(0.5),
+        lambda: sis_size_statistics(digits_selection, labels, thresholds=[0.5]),
+        lambda: mean_sis_size_curve({"m": digits_selection}, [0.5]),
+        lambda: location_heatmap(digits_selection, threshold=0.5),
+    )
+    for call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        empty = [w for w in caught if issubclass(w.category, UninformativeBaselineWarning)]
+        assert len(empty) == 1 and empty[0].filename == __file__

@@ -37,10 +37,10 @@ def test_backselect_subsets_keep_the_selected_pixels(digits: Digits, digits_sele
 
 def test_backselect_subsets_baseline(digits: Digits, digits_selection: SelectionResult) -> None:
     images = digits.test_images[:DIGITS_SELECTED]
-    ds = backselect_subsets(images, digits_selection, baseline=0.5)
+    ds = backselect_subsets(images, digits_selection, baselines=0.5)
     assert bool((ds.images[~ds.keep_masks.expand_as(images)] == 0.5).all())
     per_pixel = torch.linspace(0, 1, 64).reshape(1, 8, 8)
-    ds2 = backselect_subsets(images, digits_selection, baseline=per_pixel)
+    ds2 = backselect_subsets(images, digits_selection, baselines=per_pixel)
     masked = ~ds2.keep_masks.expand_as(images)
     assert torch.equal(ds2.images[masked], per_pixel.expand_as(images)[masked])
 
@@ -129,8 +129,37 @@ def test_pixel_subset_dataset() -> None:
         PixelSubsetDataset(images, torch.arange(5), keep[:, :, :2])
     with pytest.raises(SISTypeError, match="must be a bool tensor"):
         PixelSubsetDataset(images, torch.arange(5), keep.long())
-    with pytest.raises(SISValueError, match="baseline"):
-        PixelSubsetDataset(images, torch.arange(5), keep, baseline=torch.zeros(2, 2, 2))
+    with pytest.raises(SISValueError, match=r"The `baselines` parameter of PixelSubsetDataset must be broadcastable"):
+        PixelSubsetDataset(images, torch.arange(5), keep, baselines=torch.zeros(2, 2, 2))
+
+
+def test_baseline_keyword_is_deprecated(digits: Digits, digits_selection: SelectionResult) -> None:
+    """``baseline=`` (the old name) still works for one release, with a DeprecationWarning naming ``baselines``."""
+    images = digits.test_images[:DIGITS_SELECTED]
+    labels = digits.test_labels[:DIGITS_SELECTED]
+    new = backselect_subsets(images, digits_selection, baselines=0.5)
+    with pytest.warns(
+        DeprecationWarning, match=r"`baseline` parameter of backselect_subsets is deprecated.*`baselines="
+    ):
+        old = backselect_subsets(images, digits_selection, baseline=0.5)
+    assert torch.equal(old.images, new.images)
+    with pytest.warns(DeprecationWarning, match="`baseline` parameter of random_subsets"):
+        old = random_subsets(images, labels=labels, generator=3, baseline=0.5)
+    assert torch.equal(old.images, random_subsets(images, labels=labels, generator=3, baselines=0.5).images)
+    keep = digits_selection.keep_masks()
+    with pytest.warns(DeprecationWarning, match="`baseline` parameter of PixelSubsetDataset"):
+        old = PixelSubsetDataset(images, labels, keep, baseline=0.5)
+    assert torch.equal(old.images, new.images)
+    with pytest.raises(SISValueError, match=r"pass only `baselines`\. Got both `baseline` \(0\.5\) and `baselines`"):
+        backselect_subsets(images, digits_selection, baseline=0.5, baselines=0.0)
+    with pytest.raises(SISValueError, match="deprecated name of `baselines`"):
+        random_subsets(images, labels=labels, baseline=torch.zeros(1), baselines=torch.zeros(1))
+
+
+def test_none_baselines_mean_zero(digits: Digits, digits_selection: SelectionResult) -> None:
+    images = digits.test_images[:DIGITS_SELECTED]
+    a = backselect_subsets(images, digits_selection, baselines=None)
+    assert torch.equal(a.images, backselect_subsets(images, digits_selection, baselines=0.0).images)
 
 
 @pytest.mark.slow
