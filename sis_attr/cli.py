@@ -582,7 +582,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_audit(args: argparse.Namespace) -> int:
     from sis_attr.models import NormalizedModel
-    from sis_attr.overinterpretation.pipeline import audit, block_feature_mask
+    from sis_attr.overinterpretation import audit, block_feature_mask
     from sis_attr.overinterpretation.report import check_output_directory
 
     out = check_output_directory(args.out, "sis-attr audit")

@@ -145,9 +145,13 @@ def exact_backselect(
     best_feat = [-1] * n_ex
     targets_np = problem.target.index_select(0, examples).cpu().numpy()
 
-    # scores of the starting inputs
-    for i in range(0, n_ex, bs):
-        values[i : i + bs, 0] = problem.evaluate_flat_host(examples[i : i + bs], current[i : i + bs])
+    # scores of the starting inputs (known already when they are the full inputs and the problem holds them)
+    full = problem.full_values
+    if full is not None and bool((keep == layout.initial_keep().index_select(0, examples)).all()):
+        values[:, 0] = full.index_select(0, examples).double().cpu().numpy()
+    else:
+        for i in range(0, n_ex, bs):
+            values[i : i + bs, 0] = problem.evaluate_flat_host(examples[i : i + bs], current[i : i + bs])
 
     total = sum(r * (r + 1) // 2 for r in remaining)
     active = [i for i in range(n_ex) if remaining[i] > 0]

@@ -335,6 +335,7 @@ def backselect_records(
     baselines: float | Tensor,
     feature_mask: Tensor,
     threshold: float | None = None,
+    start_values: Tensor | None = None,
     first_example: int = 0,
     caller: str,
 ) -> list[BackSelectRecord]:
@@ -342,8 +343,10 @@ def backselect_records(
 
     No validation, no training-mode warning, no progress bar and no pass over the full inputs: ``inputs``
     ``(n, ...)`` float, ``target`` ``(n,)`` int64, ``baselines`` (a number or broadcastable tensor) and
-    ``feature_mask`` (group ids ``0..d-1`` broadcastable to one example) all on the model's device. Records are
-    numbered ``first_example, first_example + 1, ...``.
+    ``feature_mask`` (group ids ``0..d-1`` broadcastable to one example) all on the model's device. With
+    ``start_values`` (the full inputs' scores in the comparison space, e.g. the log of known confidences) the
+    exact engine does not run the model on the full inputs either. Records are numbered
+    ``first_example, first_example + 1, ...``.
     """
     problem = SISProblem.trusted(
         forward_func,
@@ -353,5 +356,6 @@ def backselect_records(
         feature_mask=feature_mask,
         batch_size=method.batch_size,
         caller=caller,
+        full_values=start_values,
     )
     return method.backselect(problem, threshold=threshold, first_example=first_example)

@@ -77,11 +77,14 @@ class SISProblem:
         batch_size: int,
         caller: str,
         score_func: ScoreFunc | None = None,
+        full_values: Tensor | None = None,
     ) -> SISProblem:
         """A problem over one validated input tensor with known targets: no validation and no model call.
 
         ``feature_mask`` holds group ids ``0..d-1`` broadcastable to one example (``(1, ...)``); ``baselines`` is
-        a number or a tensor broadcastable to ``inputs``; everything lives on the inputs' device.
+        a number or a tensor broadcastable to ``inputs``; ``full_values``, if known, the scores of the full
+        inputs in the comparison space (engines then need not measure them again); everything lives on the
+        inputs' device.
         """
         base = torch.broadcast_to(torch.as_tensor(baselines, dtype=inputs.dtype, device=inputs.device), inputs.shape)
         mask = feature_mask.reshape((1,) * (inputs.dim() - feature_mask.dim()) + tuple(feature_mask.shape))
@@ -101,6 +104,7 @@ class SISProblem:
             caller,
         )
         problem.target = target
+        problem.full_values = full_values
         return problem
 
     # ------------------------------------------------------------------ running the model

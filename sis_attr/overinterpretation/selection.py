@@ -495,6 +495,7 @@ def _backward_selection(
                     baselines=chunk_base,
                     feature_mask=fmask_dev,
                     threshold=None,
+                    start_values=confidences[start:stop].log().to(device),  # known: no full-image pass
                     first_example=start,
                     caller=caller,
                 )

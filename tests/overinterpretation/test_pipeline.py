@@ -220,17 +220,6 @@ def counted_audit(method: str, **kwargs: object) -> tuple[CountingModel, AuditRe
     return model, rep
 
 
-def test_audit_makes_one_full_image_pass_of_its_own() -> None:
-    """The audit's own full-image pass is one; the exact engine adds its starting scores (see the xfail below)."""
-    model, _ = counted_audit("exact")
-    assert model.calls_with_full_images <= 2 and model.full_rows <= 12
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="sis_attr._core.exact.exact_backselect scores the starting (full) inputs for values[0] although "
-    "backselect_records promises no full-image pass; audit already knows these scores (log of the confidences)",
-)
 def test_audit_runs_the_model_on_the_full_images_once() -> None:
     """One pass over the full images feeds the selection targets, the confidence drop and the accuracy.
 
