@@ -128,19 +128,15 @@ class SufficientInputSubsets(PerturbationAttribution):
         """
         caller = "SufficientInputSubsets.attribute"
         method = methods.format_exact(batch_size, perturbations_per_eval, inputs, caller)
+        call = methods.Call(
+            self.forward_func, self.score_func, inputs, baselines, target, additional_forward_args, feature_mask, caller
+        )
         return methods.attribute(
             method,
-            self.forward_func,
-            self.score_func,
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
+            call,
             threshold=threshold,
             output=output,
             show_progress=show_progress,
-            caller=caller,
         )
 
     def explain(
@@ -177,18 +173,14 @@ class SufficientInputSubsets(PerturbationAttribution):
         """
         caller = "SufficientInputSubsets.explain"
         method = methods.format_exact(batch_size, perturbations_per_eval, inputs, caller)
+        call = methods.Call(
+            self.forward_func, self.score_func, inputs, baselines, target, additional_forward_args, feature_mask, caller
+        )
         return methods.explain(
             method,
-            self.forward_func,
-            self.score_func,
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
+            call,
             threshold=threshold,
             collection=collection,
             max_sis=max_sis,
             show_progress=show_progress,
-            caller=caller,
         )

@@ -93,17 +93,13 @@ def backselect(
     """
     caller = "backselect"
     method = methods.format_exact(batch_size, perturbations_per_eval, inputs, caller)
+    call = methods.Call(
+        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, caller
+    )
     return methods.records(
         method,
-        forward_func,
-        score_func,
-        inputs,
-        baselines,
-        target,
-        additional_forward_args,
-        feature_mask,
+        call,
         show_progress=show_progress,
-        caller=caller,
     )
 
 
@@ -181,20 +177,16 @@ show_progress
     """
     caller = "sufficient_input_subsets"
     method = methods.format_exact(batch_size, perturbations_per_eval, inputs, caller)
+    call = methods.Call(
+        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, caller
+    )
     return methods.explain(
         method,
-        forward_func,
-        score_func,
-        inputs,
-        baselines,
-        target,
-        additional_forward_args,
-        feature_mask,
+        call,
         threshold=threshold,
         collection=collection,
         max_sis=max_sis,
         show_progress=show_progress,
-        caller=caller,
     )
 
 
@@ -325,27 +317,14 @@ def gradient_backselect(
     [6.0, nan, 3.0, 0.0]
     """
     caller = "gradient_backselect"
-    method = methods.format_gradient(
-        k=k,
-        shortlist=shortlist,
-        refine=True,
-        generator=generator,
-        batch_size=batch_size,
-        perturbations_per_eval=perturbations_per_eval,
-        inputs=inputs,
-        caller=caller,
+    method = methods.format_gradient(k, shortlist, True, generator, batch_size, perturbations_per_eval, inputs, caller)
+    call = methods.Call(
+        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, caller
     )
     return methods.records(
         method,
-        forward_func,
-        score_func,
-        inputs,
-        baselines,
-        target,
-        additional_forward_args,
-        feature_mask,
+        call,
         show_progress=show_progress,
-        caller=caller,
     )
 
 
@@ -420,27 +399,16 @@ batch_size, show_progress, generator
     """
     caller = "batched_gradient_sis"
     method = methods.format_gradient(
-        k=k,
-        shortlist=shortlist,
-        refine=refine,
-        generator=generator,
-        batch_size=batch_size,
-        perturbations_per_eval=perturbations_per_eval,
-        inputs=inputs,
-        caller=caller,
+        k, shortlist, refine, generator, batch_size, perturbations_per_eval, inputs, caller
+    )
+    call = methods.Call(
+        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, caller
     )
     return methods.explain(
         method,
-        forward_func,
-        score_func,
-        inputs,
-        baselines,
-        target,
-        additional_forward_args,
-        feature_mask,
+        call,
         threshold=threshold,
         collection=collection,
         max_sis=max_sis,
         show_progress=show_progress,
-        caller=caller,
     )

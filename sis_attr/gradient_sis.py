@@ -167,28 +167,17 @@ class BatchedGradientSIS(GradientAttribution):
         """
         caller = "BatchedGradientSIS.attribute"
         method = methods.format_gradient(
-            k=k,
-            shortlist=shortlist,
-            refine=refine,
-            generator=generator,
-            batch_size=batch_size,
-            perturbations_per_eval=perturbations_per_eval,
-            inputs=inputs,
-            caller=caller,
+            k, shortlist, refine, generator, batch_size, perturbations_per_eval, inputs, caller
+        )
+        call = methods.Call(
+            self.forward_func, self.score_func, inputs, baselines, target, additional_forward_args, feature_mask, caller
         )
         return methods.attribute(
             method,
-            self.forward_func,
-            self.score_func,
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
+            call,
             threshold=threshold,
             output=output,
             show_progress=show_progress,
-            caller=caller,
         )
 
     def explain(
@@ -229,27 +218,16 @@ class BatchedGradientSIS(GradientAttribution):
         """
         caller = "BatchedGradientSIS.explain"
         method = methods.format_gradient(
-            k=k,
-            shortlist=shortlist,
-            refine=refine,
-            generator=generator,
-            batch_size=batch_size,
-            perturbations_per_eval=perturbations_per_eval,
-            inputs=inputs,
-            caller=caller,
+            k, shortlist, refine, generator, batch_size, perturbations_per_eval, inputs, caller
+        )
+        call = methods.Call(
+            self.forward_func, self.score_func, inputs, baselines, target, additional_forward_args, feature_mask, caller
         )
         return methods.explain(
             method,
-            self.forward_func,
-            self.score_func,
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
+            call,
             threshold=threshold,
             collection=collection,
             max_sis=max_sis,
             show_progress=show_progress,
-            caller=caller,
         )

@@ -159,13 +159,13 @@ Method = ExactMethod | GradientMethod
 
 # ------------------------------------------------------------------------------------------------ formatting
 def format_exact(batch_size: object, perturbations_per_eval: object, inputs: object, caller: str) -> ExactMethod:
+    """The options of the exact method, validated with ``caller``'s name."""
     return ExactMethod(
         batch_size=resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=EXACT_BATCH_SIZE)
     )
 
 
 def format_gradient(
-    *,
     k: object,
     shortlist: object,
     refine: object,
@@ -175,6 +175,8 @@ def format_gradient(
     inputs: object,
     caller: str,
 ) -> GradientMethod:
+    """The options of the gradient method, validated with ``caller``'s name (``inputs``: for Captum's
+    ``perturbations_per_eval``)."""
     schedule, m = format_k(k, shortlist, caller)
     return GradientMethod(
         k=schedule,
@@ -197,131 +199,93 @@ def format_method(
             )
         return format_exact(batch_size, None, None, caller)
     if method == "gradient":
-        return format_gradient(
-            k=k,
-            shortlist=shortlist,
-            refine=True,
-            generator=None,
-            batch_size=batch_size,
-            perturbations_per_eval=None,
-            inputs=None,
-            caller=caller,
-        )
+        return format_gradient(k, shortlist, True, None, batch_size, None, None, caller)
     raise param_error("method", caller, 'one of "exact" or "gradient"', repr(method))
 
 
-def _format_threshold(threshold: object, score_func: ScoreFunc | None, caller: str) -> float:
-    return format_threshold(threshold, caller, probability=score_func is None)
-
-
 # ------------------------------------------------------------------------------------------------ the pipelines
-def _problem(
-    forward_func: Callable[..., Any],
-    score_func: ScoreFunc | None,
-    inputs: object,
-    baselines: object,
-    target: object,
-    additional_forward_args: object,
-    feature_mask: object,
-    method: Method,
-    caller: str,
-) -> SISProblem:
-    if isinstance(method, GradientMethod) and feature_mask is None:
-        feature_mask = default_feature_mask(inputs)
-    return format_problem(
-        forward_func,
-        inputs,
-        baselines,
-        target,
-        additional_forward_args,
-        feature_mask,
-        score_func=score_func,
-        batch_size=method.batch_size,
-        caller=caller,
-    )
+@dataclass(frozen=True)
+class Call:
+    """The Captum-style arguments of one call of a public door, as the user gave them (not yet validated)."""
+
+    forward_func: Callable[..., Any]
+    score_func: ScoreFunc | None
+    inputs: object
+    baselines: object
+    target: object
+    additional_forward_args: object
+    feature_mask: object
+    caller: str
+
+    def threshold(self, threshold: object) -> float:
+        """``threshold`` validated: in (0, 1] for the default softmax score, any finite number otherwise."""
+        return format_threshold(threshold, self.caller, probability=self.score_func is None)
+
+    def flag(self, value: object, name: str) -> bool:
+        return format_flag(value, name, self.caller)
+
+    def problem(self, method: Method) -> SISProblem:
+        """Validate the arguments and resolve the targets (one pass over the full inputs)."""
+        feature_mask = self.feature_mask
+        if isinstance(method, GradientMethod) and feature_mask is None:
+            feature_mask = default_feature_mask(self.inputs)
+        return format_problem(
+            self.forward_func,
+            self.inputs,
+            self.baselines,
+            self.target,
+            self.additional_forward_args,
+            feature_mask,
+            score_func=self.score_func,
+            batch_size=method.batch_size,
+            caller=self.caller,
+        )
 
 
 def records(
-    method: Method,
-    forward_func: Callable[..., Any],
-    score_func: ScoreFunc | None,
-    inputs: object,
-    baselines: object,
-    target: object,
-    additional_forward_args: object,
-    feature_mask: object,
-    *,
-    threshold: object = None,
-    show_progress: object = False,
-    caller: str,
+    method: Method, call: Call, *, threshold: object = None, show_progress: object = False
 ) -> list[BackSelectRecord]:
     """Backward selection on every example (``threshold`` only steers an adaptive ``k``)."""
-    t = None if threshold is None else _format_threshold(threshold, score_func, caller)
-    progress = format_flag(show_progress, "show_progress", caller)
-    problem = _problem(
-        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, method, caller
-    )
-    return method.backselect(problem, threshold=t, show_progress=progress)
+    t = None if threshold is None else call.threshold(threshold)
+    progress = call.flag(show_progress, "show_progress")
+    return method.backselect(call.problem(method), threshold=t, show_progress=progress)
 
 
 def explain(
     method: Method,
-    forward_func: Callable[..., Any],
-    score_func: ScoreFunc | None,
-    inputs: object,
-    baselines: object,
-    target: object,
-    additional_forward_args: object,
-    feature_mask: object,
+    call: Call,
     *,
     threshold: object,
     collection: object = False,
     max_sis: object = None,
     show_progress: object = False,
-    caller: str,
 ) -> SISResult:
     """SIS (and SIScollection) of every example."""
-    t = _format_threshold(threshold, score_func, caller)
-    coll = format_flag(collection, "collection", caller)
-    max_n = format_optional_positive_int(max_sis, "max_sis", caller)
-    progress = format_flag(show_progress, "show_progress", caller)
-    problem = _problem(
-        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, method, caller
-    )
-    return method.sis(problem, t, collection=coll, max_sis=max_n, show_progress=progress)
+    t = call.threshold(threshold)
+    coll = call.flag(collection, "collection")
+    max_n = format_optional_positive_int(max_sis, "max_sis", call.caller)
+    progress = call.flag(show_progress, "show_progress")
+    return method.sis(call.problem(method), t, collection=coll, max_sis=max_n, show_progress=progress)
 
 
 def attribute(
-    method: Method,
-    forward_func: Callable[..., Any],
-    score_func: ScoreFunc | None,
-    inputs: object,
-    baselines: object,
-    target: object,
-    additional_forward_args: object,
-    feature_mask: object,
-    *,
-    threshold: object,
-    output: object,
-    show_progress: object = False,
-    caller: str,
+    method: Method, call: Call, *, threshold: object, output: object, show_progress: object = False
 ) -> Tensor | tuple[Tensor, ...]:
     """Captum-style attributions shaped like the inputs: rank maps, or SIS keep-masks (``output="keep_mask"``).
 
     The rank map does not depend on ``threshold`` (except through an adaptive ``k``), so it may be None there.
     """
-    kind = format_output_kind(output, caller)
-    if kind == "keep_mask" and threshold is None:
-        raise param_error("threshold", caller, 'a number with output="keep_mask"', "None")
-    t = None if threshold is None else _format_threshold(threshold, score_func, caller)
-    progress = format_flag(show_progress, "show_progress", caller)
-    problem = _problem(
-        forward_func, score_func, inputs, baselines, target, additional_forward_args, feature_mask, method, caller
-    )
+    kind = format_output_kind(output, call.caller)
+    progress = call.flag(show_progress, "show_progress")
     if kind == "rank":
+        t = None if threshold is None else call.threshold(threshold)
+        problem = call.problem(method)
         maps = rank_maps(problem.layout, method.backselect(problem, threshold=t, show_progress=progress))
     else:
-        assert t is not None  # checked above
+        if threshold is None:
+            raise param_error("threshold", call.caller, 'a number with output="keep_mask"', "None")
+        t = call.threshold(threshold)
+        problem = call.problem(method)
         maps = method.sis(problem, t, show_progress=progress).keep_mask()
     return cast_like(maps, problem.inputs, problem.is_tuple)
 
