@@ -24,8 +24,8 @@ Modules, each importing only those above it:
 from __future__ import annotations
 
 from sis_attr.exceptions import ReportWriteError
-from sis_attr.overinterpretation.report.results import AuditReport, SISExamples, compare_summary
-from sis_attr.overinterpretation.report.writer import check_output_directory, save_comparison
+from sis_attr.overinterpretation.report._results import AuditReport, SISExamples, compare_summary
+from sis_attr.overinterpretation.report._writer import check_output_directory, save_comparison
 
 __all__ = [
     "AuditReport",

@@ -1,4 +1,4 @@
-"""Tests for sis_attr.overinterpretation.report.figures and SISExamples.plot(ax=...)."""
+"""Tests for sis_attr.overinterpretation.report._figures and SISExamples.plot(ax=...)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from matplotlib.axes import Axes
 
 from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.overinterpretation.report import AuditReport, figures
+from sis_attr.overinterpretation.report import AuditReport
+from sis_attr.overinterpretation.report import _figures as figures
 from tests.overinterpretation.report.helpers import with_curve
 
 

@@ -1,4 +1,4 @@
-"""Tests for sis_attr.overinterpretation.report.html: templates shipped in the package, autoescape everywhere."""
+"""Tests for sis_attr.overinterpretation.report._html: templates shipped in the package, autoescape everywhere."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import jinja2
 import markupsafe
 
 import sis_attr
-from sis_attr.overinterpretation.report import AuditReport, html, save_comparison
+from sis_attr.overinterpretation.report import AuditReport, save_comparison
+from sis_attr.overinterpretation.report import _html as html
 from tests.overinterpretation.report.helpers import EVIL
 
 SCRIPT = "<script>alert(1)</script>"

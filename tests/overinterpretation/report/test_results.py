@@ -1,4 +1,4 @@
-"""Tests for sis_attr.overinterpretation.report.results: headline numbers, text summaries, to_dict."""
+"""Tests for sis_attr.overinterpretation.report._results: headline numbers, text summaries, to_dict."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import sis_attr.overinterpretation as overinterpretation
 import sis_attr.overinterpretation.report as report_package
 from sis_attr.exceptions import ReportWriteError, SISTypeError
-from sis_attr.overinterpretation.report import AuditReport, compare_summary, results
+from sis_attr.overinterpretation.report import AuditReport, compare_summary
+from sis_attr.overinterpretation.report import _results as results
 
 
 def test_public_names_unchanged() -> None:

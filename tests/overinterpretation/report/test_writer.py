@@ -1,4 +1,4 @@
-"""Tests for sis_attr.overinterpretation.report.writer: complete directories, safe replacement, no computation."""
+"""Tests for sis_attr.overinterpretation.report._writer: complete directories, safe replacement, no computation."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from sis_attr.overinterpretation.report import (
     AuditReport,
     ReportWriteError,
     check_output_directory,
-    figures,
     save_comparison,
-    writer,
 )
+from sis_attr.overinterpretation.report import _figures as figures
+from sis_attr.overinterpretation.report import _writer as writer
 from tests.overinterpretation.report.helpers import no_staging_left, referenced_files, with_curve
 from tests.overinterpretation.test_pipeline import marked_digits
 

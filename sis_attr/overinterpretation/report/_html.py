@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from sis_attr.overinterpretation.report._format import class_name
-from sis_attr.overinterpretation.report.results import AuditReport, SISExamples, comparison_rows
+from sis_attr.overinterpretation.report._results import AuditReport, SISExamples, comparison_rows
 
 __all__: list[str] = []  # rendering internals: the public doors are AuditReport.save and save_comparison
 

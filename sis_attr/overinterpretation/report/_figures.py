@@ -18,7 +18,7 @@ from torch import Tensor
 
 from sis_attr.exceptions import SISTypeError, SISValueError
 from sis_attr.overinterpretation.report._format import class_name
-from sis_attr.overinterpretation.report.results import AuditReport, SISExamples
+from sis_attr.overinterpretation.report._results import AuditReport, SISExamples
 from sis_attr.overinterpretation.sis_size import MeanSISSizeCurve
 
 if TYPE_CHECKING:

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sis_attr.exceptions import ReportWriteError, SISTypeError
-from sis_attr.overinterpretation.report import figures as _figures
-from sis_attr.overinterpretation.report import html as _html
+from sis_attr.overinterpretation.report import _figures as _figures
+from sis_attr.overinterpretation.report import _html as _html
 from sis_attr.overinterpretation.report._format import json_safe
-from sis_attr.overinterpretation.report.results import AuditReport, check_reports
+from sis_attr.overinterpretation.report._results import AuditReport, check_reports
 
 __all__ = ["check_output_directory", "save_comparison"]
 

@@ -164,7 +164,7 @@ class SISExamples:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        from sis_attr.overinterpretation.report.figures import plot_examples
+        from sis_attr.overinterpretation.report._figures import plot_examples
 
         return plot_examples(self, ax, fig=fig)
 
@@ -415,7 +415,7 @@ class AuditReport:
         ReportWriteError
             If ``directory`` cannot be created or written (also an :class:`OSError`).
         """
-        from sis_attr.overinterpretation.report.writer import write_report
+        from sis_attr.overinterpretation.report._writer import write_report
 
         return write_report(self, directory, caller="AuditReport.save")
 
