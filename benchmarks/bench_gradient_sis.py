@@ -308,12 +308,15 @@ def _load_cifar(n: int, device: torch.device) -> tuple[nn.Module, Tensor, Tensor
     from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, load_cifar10_batches, normalize, shared_data_dir
     from sis_attr.models import load_pretrained_cifar_resnet
 
-    root = shared_data_dir()
+    # $SIS_ATTR_SHARED_DATA, else ../shared/data beside this checkout
+    root = shared_data_dir(fallback=Path(__file__).resolve().parents[2] / "shared" / "data")
     if root is None:
         sys.exit("../shared/data is not available: the CIFAR-10 cases need the real test images and ResNet20 weights")
     images, labels, _ = load_cifar10_batches(root / "cifar10" / "cifar-10-batches-py-subset", "test", limit=n)
     # the paper's masking: removed pixels take the mean colour, i.e. 0 in the normalised input space
-    model = load_pretrained_cifar_resnet(20, with_normalization=False, map_location=device)
+    model = load_pretrained_cifar_resnet(
+        20, weights_dir=root / "weights", with_normalization=False, map_location=device
+    )
     return model, normalize(images, *CIFAR10_MEAN_STD_AKAMASTER).to(device), labels.to(device)
 
 
