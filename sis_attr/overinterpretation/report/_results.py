@@ -46,7 +46,9 @@ class SISExamples:
         ``(n, C, H, W)``: the images with every feature outside the SIS set to the baseline (what the model
         classifies with at least ``threshold`` confidence).
     sis_masks : Tensor
-        Bool ``(n, H, W)``: True on the SIS pixels (any channel).
+        Bool ``(n, H, W)``: True on the SIS pixels (any channel), for display. The SIS of every audited image,
+        in the analyses' ``(N, 1 or C, H, W)`` convention, come from :meth:`AuditReport.sis_masks`:
+        ``sis_masks[j]`` equals ``report.sis_masks()[indices[j]].any(dim=0)``.
     labels, predictions : tuple of int
         True label and predicted class (the class the SIS explains).
     confidences : tuple of float
@@ -246,6 +248,15 @@ class AuditReport:
     metrics: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     sis_size_curve: MeanSISSizeCurve | None = None
+
+    def sis_masks(self, threshold: float | None = None) -> Tensor:
+        """SIS keep-masks of every audited image at ``threshold`` (default: the audit's), from the stored records.
+
+        Bool ``(N, 1 or C, H, W)`` like :meth:`SelectionResult.sis_masks
+        <sis_attr.overinterpretation.SelectionResult.sis_masks>` (all False where an image has no SIS);
+        ``masks[i, 0]`` is the ``(H, W)`` SIS of image ``i`` for pixel features. No model call.
+        """
+        return self.selection.sis_masks(self.threshold if threshold is None else threshold)
 
     @property
     def n_images(self) -> int:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import sis_attr.overinterpretation as overinterpretation
 import sis_attr.overinterpretation.report as report_package
@@ -53,3 +54,12 @@ def test_sis_size_curve_is_optional_and_in_to_dict(report: AuditReport, report_w
     assert list(curve["models"]) == [report.name]
     json.dumps(report_with_curve.to_dict(), allow_nan=False)
     assert report_with_curve.summary() == report.summary()
+
+
+def test_sis_masks_of_every_image_agree_with_the_examples(report: AuditReport) -> None:
+    masks = report.sis_masks()
+    assert masks.dtype == torch.bool and masks.shape[0] == report.n_images and masks.dim() == 4
+    ex = report.examples
+    for j, i in enumerate(ex.indices):
+        assert torch.equal(ex.sis_masks[j], masks[i].any(dim=0))
+    assert torch.equal(report.sis_masks(report.threshold), masks)
