@@ -204,7 +204,7 @@ def _write_report_files(report: AuditReport, staging: Path) -> None:
 
 
 def write_report(report: AuditReport, directory: str | os.PathLike[str], *, caller: str) -> Path:
-    """:func:`save_report`, naming ``caller`` in error messages."""
+    """Write ``report`` to ``directory`` (the work of :meth:`AuditReport.save`), naming ``caller`` in errors."""
     if not isinstance(report, AuditReport):
         raise SISTypeError(
             f"The `report` parameter of {caller} must be an AuditReport. Got {type(report).__name__} instead."
@@ -212,22 +212,6 @@ def write_report(report: AuditReport, directory: str | os.PathLike[str], *, call
     with staged_directory(directory, caller) as staging:
         _write_report_files(report, staging)
     return Path(directory) / "index.html"
-
-
-def save_report(report: AuditReport, directory: str | os.PathLike[str]) -> Path:
-    """Write ``report`` to ``directory``: the work of :meth:`AuditReport.save`, which see.
-
-    Returns
-    -------
-    pathlib.Path
-        The path of ``index.html``.
-
-    Raises
-    ------
-    ReportWriteError
-        If ``directory`` cannot be created or written (also an :class:`OSError`).
-    """
-    return write_report(report, directory, caller="save_report")
 
 
 # ------------------------------------------------------------------------------------------------ comparisons

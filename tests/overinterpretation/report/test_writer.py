@@ -50,11 +50,11 @@ def test_save_writes_a_complete_report(report: AuditReport, tmp_path: Path) -> N
     assert (out.stat().st_mode & 0o777) == (0o777 & ~umask)
 
 
-def test_save_report_is_the_work_of_save(report_with_curve: AuditReport, tmp_path: Path) -> None:
-    index = writer.save_report(report_with_curve, tmp_path / "r")
+def test_write_report_is_the_work_of_save(report_with_curve: AuditReport, tmp_path: Path) -> None:
+    index = writer.write_report(report_with_curve, tmp_path / "r", caller="save_report")
     assert "figures/sis_size_curve.png" in referenced_files(index)
     with pytest.raises(SISTypeError, match="must be an AuditReport"):
-        writer.save_report("report", tmp_path / "s")  # type: ignore[arg-type]
+        writer.write_report("report", tmp_path / "s", caller="save_report")  # type: ignore[arg-type]
 
 
 def test_save_computes_nothing_and_runs_no_model(
