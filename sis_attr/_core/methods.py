@@ -1,10 +1,10 @@
 """One private implementation per method, shared by every door (the TorchMetrics pattern).
 
-:class:`~sis_attr.SufficientInputSubsets` and the exact functions of :mod:`sis_attr.functional` call
-:func:`exact_records`, :func:`exact_explain` and :func:`exact_attribute`;
-:class:`~sis_attr.BatchedGradientSIS` and the gradient functions call their ``gradient_*`` counterparts. Each
-validates every argument once (``format_*``), builds the problem with one pass over the full inputs, then runs
-the method (``ExactMethod`` / ``GradientMethod``). The defaults live here, once.
+Every door (:class:`~sis_attr.SufficientInputSubsets`, :class:`~sis_attr.BatchedGradientSIS` and the functions
+of :mod:`sis_attr.functional`) validates its method's options once (:func:`format_exact` /
+:func:`format_gradient`), wraps its Captum arguments in a :class:`Call` and calls one pipeline: :func:`records`,
+:func:`explain` or :func:`attribute`. These validate the rest, build the problem with one pass over the full
+inputs and run the method (:class:`ExactMethod` / :class:`GradientMethod`). The defaults live here, once.
 
 The analyses of :mod:`sis_attr.overinterpretation` have validated their inputs already: they call
 :func:`format_method` once and :func:`backselect_records` per chunk, which neither validates nor runs the model

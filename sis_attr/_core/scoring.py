@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sis_attr._core.validation import check_logits
 from sis_attr.exceptions import SISTypeError, SISValueError
 
 
@@ -53,16 +54,13 @@ class Scorer:
                 f"The model passed to {self.caller} must return a tensor. Got {type(output).__name__} instead."
             )
         if self.score_func is None:
-            if output.dim() != 2 or output.shape[0] != n:
-                raise SISValueError(
-                    f"The model passed to {self.caller} must return logits of shape (batch, classes) = ({n}, C). "
-                    f"Got shape {tuple(output.shape)} instead. For other outputs pass `score_func`."
-                )
-            if output.shape[1] < 2:
-                raise SISValueError(
-                    f"The model passed to {self.caller} returns a single logit per example; the softmax of one "
-                    "class is always 1. Pass `score_func` (e.g. a sigmoid score) for binary models."
-                )
+            check_logits(
+                output,
+                n,
+                self.caller,
+                shape_hint=" For other outputs pass `score_func`.",
+                binary_hint=" Pass `score_func` (e.g. a sigmoid score) for binary models.",
+            )
         elif output.dim() == 0 or output.shape[0] != n:
             raise SISValueError(
                 f"The model passed to {self.caller} must return a batch of {n} outputs. "

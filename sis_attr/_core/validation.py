@@ -295,6 +295,24 @@ def _is_stochastic_in_training(module: nn.Module) -> bool:
     return isinstance(module, mode_dependent) or "dropout" in type(module).__name__.lower()
 
 
+def check_logits(output: Tensor, n: int, caller: str, *, shape_hint: str, binary_hint: str) -> None:
+    """The model's output on ``n`` inputs must be ``(n, classes)`` logits with at least two classes.
+
+    The one check of classifier outputs (the SIS scorer's and the analyses'); each caller ends the messages
+    with its own advice (``shape_hint``, ``binary_hint``).
+    """
+    if output.dim() != 2 or output.shape[0] != n:
+        raise SISValueError(
+            f"The model passed to {caller} must return logits of shape (batch, classes) = ({n}, C). "
+            f"Got shape {tuple(output.shape)} instead.{shape_hint}"
+        )
+    if output.shape[1] < 2:
+        raise SISValueError(
+            f"The model passed to {caller} returns a single logit per example; the softmax of one logit is "
+            f"always 1.{binary_hint}"
+        )
+
+
 def check_model(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], caller: str) -> None:
     """Check the model's device against the inputs' and warn about training mode. Never changes the model."""
     if not callable(forward_func):

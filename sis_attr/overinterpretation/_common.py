@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from sis_attr._core import validation
 from sis_attr._core.validation import (
     format_images,
     format_labels,
@@ -54,17 +55,18 @@ def predict_probabilities(model: nn.Module, images: Tensor, caller: str, *, batc
 
 def check_logits(logits: object, chunk: Tensor, caller: str) -> None:
     """The model's output on ``chunk`` must be ``(batch, classes)`` logits with at least two classes."""
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != chunk.shape[0]:
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+    if not isinstance(logits, Tensor):
         raise SISValueError(
-            f"The model passed to {caller} must return logits of shape (batch, classes) = "
-            f"({chunk.shape[0]}, C). On images of shape {tuple(chunk.shape)} it returned {got} instead."
+            f"The model passed to {caller} must return logits of shape (batch, classes) = ({chunk.shape[0]}, C). "
+            f"On images of shape {tuple(chunk.shape)} it returned {type(logits).__name__} instead."
         )
-    if logits.shape[1] < 2:
-        raise SISValueError(
-            f"The model passed to {caller} returns one logit per image; {caller} needs a "
-            "classifier with at least two classes (softmax confidences)."
-        )
+    validation.check_logits(
+        logits,
+        int(chunk.shape[0]),
+        caller,
+        shape_hint=f" (on images of shape {tuple(chunk.shape)})",
+        binary_hint=f" {caller} needs a classifier with at least two classes (softmax confidences).",
+    )
 
 
 def dataset_tensors(dataset: object, caller: str, param: str) -> tuple[Tensor, Tensor]:
