@@ -6,7 +6,9 @@ float32 ``(N, C, H, W)`` tensor with values in ``[0, 1]`` (unless a loader's ``d
 
 Nothing here downloads anything. A directory of real data (CIFAR-10 batches, pretrained checkpoints) can be
 named once in the environment variable ``SIS_ATTR_SHARED_DATA`` (see :func:`shared_data_dir`); the only data
-set bundled with a dependency is scikit-learn's 8x8 digits (:func:`load_digits_images`).
+set bundled with a dependency is scikit-learn's 8x8 digits (:func:`load_digits_images`). The out-of-distribution
+test sets CIFAR-10.1 (:func:`load_cifar10_1`) and CIFAR-10-C (:func:`load_cifar10_c`) are read from their
+official ``.npy`` files, in the convention of :func:`load_cifar10_batches`.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from sis_attr.exceptions import DatasetNotFoundError, SISTypeError, SISValueErro
 
 __all__ = [
     "CIFAR10_CLASSES",
+    "CIFAR10_C_CORRUPTIONS",
     "CIFAR10_MEAN_STD_AKAMASTER",
     "SHARED_DATA_ENV_VAR",
     "LabelledImages",
     "TensorImageDataset",
+    "load_cifar10_1",
     "load_cifar10_batches",
+    "load_cifar10_c",
     "load_digits_images",
     "load_image_folder",
     "load_npz_images",
@@ -699,6 +704,302 @@ def load_image_folder(
         stacked = stacked[..., None]
     images = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     return LabelledImages(images, torch.tensor(labels, dtype=torch.int64), tuple(d.name for d in class_dirs))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Out-of-distribution test sets: CIFAR-10.1 and CIFAR-10-C (official .npy files)
+# --------------------------------------------------------------------------------------------------------------
+
+_CIFAR10_1_VERSIONS = ("v4", "v6")
+_CIFAR10_1_URL = "https://github.com/modestyachts/CIFAR-10.1 (folder datasets/)"
+_CIFAR10_C_URL = "https://zenodo.org/record/2535967 (CIFAR-10-C.tar)"
+_CIFAR10_C_SEVERITIES = 5
+_CIFAR10_C_LABELS = "labels.npy"
+
+CIFAR10_C_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+"""The 15 corruptions of the CIFAR-10-C benchmark (Hendrycks & Dietterich, 2019), in the paper's order.
+
+The official folder also holds four held-out corruptions (``speckle_noise``, ``gaussian_blur``, ``spatter``,
+``saturate``); :func:`load_cifar10_c` reads any ``<corruption>.npy`` the folder holds.
+"""
+
+
+def _load_npy(path: Path, caller: str, what: str) -> np.ndarray:
+    """A ``.npy`` array, memory-mapped (only the rows used are read) and never unpickled."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise SISValueError(f"{caller} could not read {str(path)!r} as a .npy array ({what}): {err}") from err
+    if not isinstance(array, np.ndarray):
+        raise SISValueError(f"{caller} expected {str(path)!r} to be a single .npy array ({what}), not a .npz archive.")
+    return array
+
+
+def _check_hwc_images(array: np.ndarray, caller: str, path: Path) -> None:
+    if array.dtype != np.uint8 or array.ndim != 4 or tuple(array.shape[1:]) != (32, 32, 3):
+        raise SISValueError(
+            f"{caller} expected {str(path)!r} to hold a uint8 array of shape (N, 32, 32, 3) (official format). "
+            f"Got dtype {array.dtype} and shape {array.shape} instead."
+        )
+
+
+def _check_cifar_labels(array: np.ndarray, n: int, caller: str, path: Path) -> np.ndarray:
+    if array.ndim != 1 or array.shape[0] != n or not np.issubdtype(array.dtype, np.integer):
+        raise SISValueError(
+            f"{caller} expected {str(path)!r} to hold {n} integer labels (shape ({n},), one per image). "
+            f"Got dtype {array.dtype} and shape {array.shape} instead."
+        )
+    labels = np.asarray(array, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES)):
+        raise SISValueError(
+            f"{caller} found labels outside 0..{len(CIFAR10_CLASSES) - 1} in {str(path)!r}: "
+            f"min {labels.min()}, max {labels.max()}."
+        )
+    return labels
+
+
+def _existing_directory(directory: str | os.PathLike[str], caller: str, what: str) -> Path:
+    root = Path(directory)
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"The `directory` parameter of {caller} must be an existing directory ({what}). "
+            f"Got {str(root)!r}, which does not exist or is not a directory."
+        )
+    return root
+
+
+def load_cifar10_1(
+    directory: str | os.PathLike[str],
+    *,
+    version: Literal["v4", "v6"] = "v6",
+    limit: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> LabelledImages:
+    """Load CIFAR-10.1 (Recht et al., 2018), a new test set drawn like CIFAR-10's, from its official ``.npy`` pair.
+
+    The directory holds ``cifar10.1_<version>_data.npy``, a uint8 ``(N, 32, 32, 3)`` array (2,000 images for
+    ``v6``, 2,021 for ``v4``), and ``cifar10.1_<version>_labels.npy``, ``N`` integer labels in CIFAR-10's class
+    order: the ``datasets/`` folder of github.com/modestyachts/CIFAR-10.1. Nothing is downloaded. The arrays are
+    memory-mapped and never unpickled.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The folder holding the two files.
+    version : {"v6", "v4"}, default "v6"
+        The release (``v6`` is the one usually reported).
+    limit : int, optional
+        Keep only the first ``limit`` images (in file order; the official files are sorted by class, so take
+        a class-balanced subset yourself when you need one).
+    dtype : torch.dtype, default torch.float32
+        ``torch.uint8`` returns the raw bytes (``0..255``); a floating-point dtype returns ``bytes / 255``.
+
+    Returns
+    -------
+    LabelledImages
+        ``images`` of shape ``(N, 3, 32, 32)`` (the convention of :func:`load_cifar10_batches`), int64
+        ``labels`` and :data:`CIFAR10_CLASSES`.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If ``directory`` or one of the two files does not exist (the message names the missing file and where
+        to get it).
+    SISValueError
+        If a file is not in the official format (dtype, shape, label range) or the counts differ.
+
+    References
+    ----------
+    .. [1] B. Recht, R. Roelofs, L. Schmidt and V. Shankar, "Do CIFAR-10 Classifiers Generalize to CIFAR-10?",
+       arXiv:1806.00451, 2018.
+
+    Examples
+    --------
+    Files written by :func:`sis_attr.testing.write_cifar10_1` (the official ones are read the same way):
+
+    >>> import tempfile
+    >>> from sis_attr.testing import write_cifar10_1
+    >>> x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = write_cifar10_1(tmp, x, torch.tensor([0, 3, 3, 9]))
+    ...     images, labels, class_names = load_cifar10_1(tmp, dtype=torch.uint8)
+    >>> torch.equal(images, x), labels.tolist(), class_names[3]
+    (True, [0, 3, 3, 9], 'cat')
+    """
+    caller = "load_cifar10_1"
+    if version not in _CIFAR10_1_VERSIONS:
+        raise SISValueError(f"The `version` parameter of {caller} must be 'v6' or 'v4'. Got {version!r} instead.")
+    limit = format_optional_positive_int(limit, "limit", caller)
+    dtype = _check_dtype(dtype, caller)
+    root = _existing_directory(directory, caller, "the datasets/ folder of CIFAR-10.1")
+    data_path = root / f"cifar10.1_{version}_data.npy"
+    labels_path = root / f"cifar10.1_{version}_labels.npy"
+    missing = [p.name for p in (data_path, labels_path) if not p.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{caller} expected the CIFAR-10.1 {version} files {[data_path.name, labels_path.name]} in "
+            f"{str(root)!r}. Missing: {missing}. Get them from {_CIFAR10_1_URL}."
+        )
+    data = _load_npy(data_path, caller, "CIFAR-10.1 images")
+    _check_hwc_images(data, caller, data_path)
+    labels = _check_cifar_labels(
+        _load_npy(labels_path, caller, "CIFAR-10.1 labels"), data.shape[0], caller, labels_path
+    )
+    stop = data.shape[0] if limit is None else min(limit, data.shape[0])
+    images = np.asarray(data[:stop]).transpose(0, 3, 1, 2)
+    return LabelledImages(_to_output(images, dtype), torch.from_numpy(labels[:stop].copy()), CIFAR10_CLASSES)
+
+
+def _format_severities(severity: object, caller: str) -> tuple[int, ...]:
+    values = (severity,) if isinstance(severity, int) and not isinstance(severity, bool) else severity
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise SISTypeError(
+            f"The `severity` parameter of {caller} must be an integer in 1..{_CIFAR10_C_SEVERITIES} or a non-empty "
+            f"sequence of them. Got {severity!r} instead."
+        )
+    out = []
+    for s in values:
+        if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= _CIFAR10_C_SEVERITIES:
+            raise SISValueError(
+                f"The `severity` parameter of {caller} must hold integers in 1..{_CIFAR10_C_SEVERITIES}. "
+                f"Got {s!r} instead."
+            )
+        out.append(int(s))
+    if len(set(out)) != len(out):
+        raise SISValueError(f"The `severity` parameter of {caller} must not repeat a severity. Got {out} instead.")
+    return tuple(out)
+
+
+def _available_corruptions(root: Path) -> list[str]:
+    return sorted(p.stem for p in root.glob("*.npy") if p.name != _CIFAR10_C_LABELS)
+
+
+def load_cifar10_c(
+    directory: str | os.PathLike[str],
+    corruption: str,
+    severity: int | Sequence[int],
+    *,
+    limit: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> LabelledImages:
+    """Load one corruption of CIFAR-10-C (Hendrycks & Dietterich, 2019) at one or more severities.
+
+    The official folder (``CIFAR-10-C/``, from zenodo.org/record/2535967) holds one ``<corruption>.npy`` per
+    corruption, a uint8 ``(50000, 32, 32, 3)`` array: the 10,000 CIFAR-10 test images corrupted at severity 1,
+    then the same images at severity 2, ... up to 5; and ``labels.npy``, the 50,000 matching labels. Folders
+    written in that format with fewer images (``5 n`` rows, ``n`` per severity) load the same way. The arrays are
+    memory-mapped, so only the rows of the severities asked for are read, and never unpickled.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The ``CIFAR-10-C`` folder.
+    corruption : str
+        The file name without ``.npy``: one of :data:`CIFAR10_C_CORRUPTIONS` or a held-out corruption
+        (``speckle_noise``, ``gaussian_blur``, ``spatter``, ``saturate``).
+    severity : int or sequence of int
+        Severity 1 (mildest) to 5, or several distinct ones: their blocks of ``n`` images are concatenated in the
+        order given (block ``j`` holds ``severity[j]``).
+    limit : int, optional
+        Keep only the first ``limit`` images of each severity (in file order, so the same test images at every
+        severity).
+    dtype : torch.dtype, default torch.float32
+        ``torch.uint8`` returns the raw bytes (``0..255``); a floating-point dtype returns ``bytes / 255``.
+
+    Returns
+    -------
+    LabelledImages
+        ``images`` of shape ``(len(severity) * n, 3, 32, 32)`` (the convention of :func:`load_cifar10_batches`),
+        int64 ``labels`` and :data:`CIFAR10_CLASSES`.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If ``directory``, ``<corruption>.npy`` or ``labels.npy`` does not exist (the message lists the corruptions
+        the folder holds).
+    SISValueError, SISTypeError
+        If a file is not in the official format, or ``corruption``/``severity``/``limit`` is invalid.
+
+    References
+    ----------
+    .. [1] D. Hendrycks and T. Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions and
+       Perturbations", ICLR 2019.
+
+    Examples
+    --------
+    A folder written by :func:`sis_attr.testing.write_cifar10_c` (the official one is read the same way): 3
+    images per severity, here severity ``s`` has every byte equal to ``s``.
+
+    >>> import tempfile
+    >>> from sis_attr.testing import write_cifar10_c
+    >>> fog = torch.arange(1, 6, dtype=torch.uint8).repeat_interleave(3).view(15, 1, 1, 1).expand(15, 3, 32, 32)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = write_cifar10_c(tmp, {"fog": fog}, torch.tensor([1, 2, 3]))
+    ...     images, labels, _ = load_cifar10_c(tmp, "fog", [5, 2], dtype=torch.uint8)
+    >>> images.shape, images[:, 0, 0, 0].tolist(), labels.tolist()
+    (torch.Size([6, 3, 32, 32]), [5, 5, 5, 2, 2, 2], [1, 2, 3, 1, 2, 3])
+    """
+    caller = "load_cifar10_c"
+    if not isinstance(corruption, str):
+        raise SISTypeError(
+            f"The `corruption` parameter of {caller} must be a string such as 'fog'. "
+            f"Got {type(corruption).__name__} instead."
+        )
+    if not corruption or Path(corruption).name != corruption or corruption in (".", "..", "labels"):
+        raise SISValueError(
+            f"The `corruption` parameter of {caller} must be the name of a corruption file without '.npy' (such as "
+            f"'fog'). Got {corruption!r} instead."
+        )
+    severities = _format_severities(severity, caller)
+    limit = format_optional_positive_int(limit, "limit", caller)
+    dtype = _check_dtype(dtype, caller)
+    root = _existing_directory(directory, caller, "the CIFAR-10-C folder")
+    data_path = root / f"{corruption}.npy"
+    labels_path = root / _CIFAR10_C_LABELS
+    if not data_path.is_file():
+        found = _available_corruptions(root)
+        raise DatasetNotFoundError(
+            f"{caller} found no {data_path.name} in {str(root)!r}: the folder holds "
+            f"{found if found else 'no corruption file'}. The official folder ({_CIFAR10_C_URL}) holds "
+            f"{', '.join(CIFAR10_C_CORRUPTIONS)} and four held-out corruptions."
+        )
+    if not labels_path.is_file():
+        raise DatasetNotFoundError(
+            f"{caller} expected {_CIFAR10_C_LABELS} beside {data_path.name} in {str(root)!r} (official CIFAR-10-C "
+            f"folder, {_CIFAR10_C_URL}). It is missing."
+        )
+    data = _load_npy(data_path, caller, "CIFAR-10-C images")
+    _check_hwc_images(data, caller, data_path)
+    if data.shape[0] == 0 or data.shape[0] % _CIFAR10_C_SEVERITIES:
+        raise SISValueError(
+            f"{caller} expected {str(data_path)!r} to hold {_CIFAR10_C_SEVERITIES} equal blocks of images, one per "
+            f"severity (50000 rows in the official files). Got {data.shape[0]} rows instead."
+        )
+    labels = _check_cifar_labels(
+        _load_npy(labels_path, caller, "CIFAR-10-C labels"), data.shape[0], caller, labels_path
+    )
+    per_severity = data.shape[0] // _CIFAR10_C_SEVERITIES
+    count = per_severity if limit is None else min(limit, per_severity)
+    blocks = [slice((s - 1) * per_severity, (s - 1) * per_severity + count) for s in severities]
+    images = np.concatenate([np.asarray(data[b]) for b in blocks]).transpose(0, 3, 1, 2)
+    label_rows = np.concatenate([labels[b] for b in blocks])
+    return LabelledImages(_to_output(images, dtype), torch.from_numpy(label_rows), CIFAR10_CLASSES)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 * :class:`TinyConvNet`: a small random conv net of any input size.
 * :func:`write_cifar10_batches`: a small directory in the official CIFAR-10 python-batch format, with known
   content (the inverse of :func:`sis_attr.datasets.load_cifar10_batches`).
+* :func:`write_cifar10_1`, :func:`write_cifar10_c`: files in the official CIFAR-10.1 and CIFAR-10-C ``.npy``
+  formats (the inverses of :func:`sis_attr.datasets.load_cifar10_1` and :func:`sis_attr.datasets.load_cifar10_c`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +24,15 @@ from torch import Tensor, nn
 from sis_attr.datasets import _CIFAR_META_FILE, _CIFAR_TEST_FILES, _CIFAR_TRAIN_FILES, CIFAR10_CLASSES
 from sis_attr.exceptions import SISTypeError, SISValueError
 
-__all__ = ["L2NormScore", "LinearScore", "SumGridClassifier", "TinyConvNet", "write_cifar10_batches"]
+__all__ = [
+    "L2NormScore",
+    "LinearScore",
+    "SumGridClassifier",
+    "TinyConvNet",
+    "write_cifar10_1",
+    "write_cifar10_batches",
+    "write_cifar10_c",
+]
 
 
 class LinearScore(nn.Module):
@@ -180,9 +190,7 @@ def write_cifar10_batches(
     caller = "write_cifar10_batches"
     if split not in ("test", "train"):
         raise SISValueError(f"The `split` parameter of {caller} must be 'test' or 'train'. Got {split!r} instead.")
-    if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, 32, 32):
-        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise SISValueError(f"The `images` parameter of {caller} must have shape (N, 3, 32, 32). Got {got} instead.")
+    data = _cifar_uint8(images, caller)
     if not isinstance(labels, Tensor) or labels.shape != (images.shape[0],) or labels.is_floating_point():
         got_labels = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
         raise SISValueError(
@@ -194,20 +202,6 @@ def write_cifar10_batches(
         raise SISValueError(
             f"The `labels` parameter of {caller} must lie in 0..{len(names) - 1} (one per class name). "
             f"Got values from {int(labels.min())} to {int(labels.max())} instead."
-        )
-    if images.dtype == torch.uint8:
-        data = images.detach().cpu().numpy()
-    elif images.is_floating_point():
-        x = images.detach().cpu()
-        if x.numel() and (x.min() < 0 or x.max() > 1 or not torch.isfinite(x).all()):
-            raise SISValueError(
-                f"The `images` parameter of {caller} must be uint8 or floating point in [0, 1]. "
-                f"Got values from {float(x.min())} to {float(x.max())} instead."
-            )
-        data = (x * 255).round().to(torch.uint8).numpy()
-    else:
-        raise SISTypeError(
-            f"The `images` parameter of {caller} must be uint8 or floating point. Got dtype {images.dtype} instead."
         )
     rows = data.reshape(data.shape[0], -1)
     label_list = [int(v) for v in labels.tolist()]
@@ -237,4 +231,166 @@ def write_cifar10_batches(
     meta_path = root / _CIFAR_META_FILE
     _write_pickle(meta_path, meta)
     written.append(meta_path)
+    return written
+
+
+def _cifar_uint8(images: object, caller: str, param: str = "images") -> np.ndarray:
+    """``(N, 3, 32, 32)`` uint8, or float in ``[0, 1]`` (rounded to ``round(255 x)``), as a uint8 NCHW array."""
+    if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, 32, 32):
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise SISValueError(f"The `{param}` parameter of {caller} must have shape (N, 3, 32, 32). Got {got} instead.")
+    if images.dtype == torch.uint8:
+        data = images.detach().cpu()
+    elif images.is_floating_point():
+        x = images.detach().cpu()
+        if x.numel() and (x.min() < 0 or x.max() > 1 or not torch.isfinite(x).all()):
+            raise SISValueError(
+                f"The `{param}` parameter of {caller} must be uint8 or floating point in [0, 1]. "
+                f"Got values from {float(x.min())} to {float(x.max())} instead."
+            )
+        data = (x * 255).round().to(torch.uint8)
+    else:
+        raise SISTypeError(
+            f"The `{param}` parameter of {caller} must be uint8 or floating point. Got dtype {images.dtype} instead."
+        )
+    return data.numpy()
+
+
+def _cifar_label_array(labels: object, n: int, caller: str) -> np.ndarray:
+    if (
+        not isinstance(labels, Tensor)
+        or labels.shape != (n,)
+        or labels.is_floating_point()
+        or labels.dtype == torch.bool
+    ):
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise SISValueError(
+            f"The `labels` parameter of {caller} must be an integer tensor of shape ({n},). Got {got} instead."
+        )
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= len(CIFAR10_CLASSES)):
+        raise SISValueError(
+            f"The `labels` parameter of {caller} must lie in 0..{len(CIFAR10_CLASSES) - 1}. "
+            f"Got values from {int(labels.min())} to {int(labels.max())} instead."
+        )
+    return labels.detach().cpu().numpy()
+
+
+def write_cifar10_1(
+    directory: str | os.PathLike[str],
+    images: Tensor,
+    labels: Tensor,
+    *,
+    version: Literal["v4", "v6"] = "v6",
+) -> list[Path]:
+    """Write images as the official CIFAR-10.1 ``.npy`` pair (the inverse of :func:`load_cifar10_1`).
+
+    ``cifar10.1_<version>_data.npy`` holds a uint8 ``(N, 32, 32, 3)`` array and ``cifar10.1_<version>_labels.npy``
+    the ``N`` labels as int32, the dtypes of the official files.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Created if needed; files of the same names are overwritten.
+    images : torch.Tensor
+        ``(N, 3, 32, 32)`` images, uint8 or floating point in ``[0, 1]`` (rounded to ``round(255 x)``).
+    labels : torch.Tensor
+        ``(N,)`` integer labels in ``0..9``.
+    version : {"v6", "v4"}, default "v6"
+        Goes into the file names.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The data file, then the labels file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     [p.name for p in write_cifar10_1(tmp, torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]))]
+    ['cifar10.1_v6_data.npy', 'cifar10.1_v6_labels.npy']
+    """
+    caller = "write_cifar10_1"
+    if version not in ("v4", "v6"):
+        raise SISValueError(f"The `version` parameter of {caller} must be 'v6' or 'v4'. Got {version!r} instead.")
+    data = np.ascontiguousarray(_cifar_uint8(images, caller).transpose(0, 2, 3, 1))
+    label_array = _cifar_label_array(labels, data.shape[0], caller).astype(np.int32)
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = [root / f"cifar10.1_{version}_data.npy", root / f"cifar10.1_{version}_labels.npy"]
+    np.save(paths[0], data)
+    np.save(paths[1], label_array)
+    return paths
+
+
+def write_cifar10_c(
+    directory: str | os.PathLike[str],
+    corruptions: Mapping[str, Tensor],
+    labels: Tensor,
+) -> list[Path]:
+    """Write corrupted images as an official CIFAR-10-C folder (the inverse of :func:`load_cifar10_c`).
+
+    Each ``<corruption>.npy`` holds a uint8 ``(5 n, 32, 32, 3)`` array, severity 1 first; ``labels.npy`` holds the
+    ``n`` labels repeated for the 5 severities (``5 n`` entries, uint8, as in the official folder).
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Created if needed; files of the same names are overwritten.
+    corruptions : mapping of str to torch.Tensor
+        Corruption name (the file name without ``.npy``) to ``(5 n, 3, 32, 32)`` images, uint8 or floating point
+        in ``[0, 1]``: the ``n`` images at severity 1, then the same at severity 2, ... up to 5.
+    labels : torch.Tensor
+        ``(n,)`` integer labels in ``0..9``, of the ``n`` images of each severity.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The corruption files in the mapping's order, then ``labels.npy``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     files = write_cifar10_c(tmp, {"fog": torch.zeros(10, 3, 32, 32)}, torch.tensor([4, 2]))
+    ...     [p.name for p in files], np.load(files[-1]).tolist()
+    (['fog.npy', 'labels.npy'], [4, 2, 4, 2, 4, 2, 4, 2, 4, 2])
+    """
+    caller = "write_cifar10_c"
+    if not isinstance(corruptions, Mapping) or not corruptions:
+        raise SISTypeError(
+            f"The `corruptions` parameter of {caller} must be a non-empty mapping of corruption names to images. "
+            f"Got {type(corruptions).__name__ if not isinstance(corruptions, Mapping) else 'an empty mapping'} "
+            "instead."
+        )
+    if not isinstance(labels, Tensor) or labels.dim() != 1:
+        got = f"shape {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise SISValueError(
+            f"The `labels` parameter of {caller} must be a 1-d integer tensor, one label per image of a severity. "
+            f"Got {got} instead."
+        )
+    n = int(labels.shape[0])
+    label_array = _cifar_label_array(labels, n, caller)
+    arrays: dict[str, np.ndarray] = {}
+    for name, images in corruptions.items():
+        if not isinstance(name, str) or not name or Path(name).name != name or name == "labels":
+            raise SISValueError(
+                f"The `corruptions` parameter of {caller} must have plain file names as keys (not 'labels'). "
+                f"Got {name!r} instead."
+            )
+        data = np.ascontiguousarray(_cifar_uint8(images, caller, param="corruptions").transpose(0, 2, 3, 1))
+        if data.shape[0] != 5 * n:
+            raise SISValueError(
+                f"The `corruptions` parameter of {caller} must hold 5 * {n} = {5 * n} images for {name!r} (the {n} "
+                f"labelled images at each of the 5 severities). Got {data.shape[0]} instead."
+            )
+        arrays[name] = data
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in arrays.items():
+        np.save(root / f"{name}.npy", data)
+        written.append(root / f"{name}.npy")
+    np.save(root / "labels.npy", np.tile(label_array, 5).astype(np.uint8))
+    written.append(root / "labels.npy")
     return written
