@@ -3,6 +3,8 @@
 * :func:`cifar_resnet` / :class:`CifarResNet`: the CIFAR-10 ResNet-(6n+2) of He et al. (2016) with option-A
   shortcuts, with the module names of akamaster/pytorch_resnet_cifar10, so that its pretrained checkpoints load
   strictly (:func:`load_pretrained_cifar_resnet`).
+* :class:`PreActResNet18` and :class:`VGG16BN`: the paper's other two CIFAR-10 architectures (pre-activation
+  ResNet18, 11.2M parameters; VGG16 with batch norm, 14.7M), randomly initialised (no checkpoint is bundled).
 * :class:`NormalizedModel`: per-channel normalisation as the first step of a model.
 * :class:`DigitsCNN`: a small CNN for the 1x8x8 scikit-learn digits (the model of ``sis-attr demo``).
 
@@ -32,10 +34,12 @@ from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, SHARED_DATA_ENV_VAR, s
 from sis_attr.exceptions import CheckpointNotFoundError, SISTypeError, SISValueError
 
 __all__ = [
+    "VGG16BN",
     "BasicBlock",
     "CifarResNet",
     "DigitsCNN",
     "NormalizedModel",
+    "PreActResNet18",
     "cifar_resnet",
     "load_pretrained_cifar_resnet",
 ]
@@ -172,6 +176,156 @@ def cifar_resnet(depth: int = 20, num_classes: int = 10) -> CifarResNet:
     torch.Size([2, 10])
     """
     return CifarResNet(_blocks_for_depth(depth, "cifar_resnet"), num_classes)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The paper's other CIFAR-10 architectures: pre-activation ResNet18 and VGG16 with batch norm
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _PreActBlock(nn.Module):
+    """Pre-activation basic block (He et al., 2016b): BN-ReLU-conv3x3, BN-ReLU-conv3x3, plus the shortcut.
+
+    Where the stride is not 1 or the widths differ, the shortcut is a 1x1 convolution (no bias) of the
+    pre-activated input; otherwise it is the identity on the raw input.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.relu1 = nn.ReLU()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu1(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        out = self.conv2(self.relu2(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet18(nn.Module):
+    """Pre-activation ResNet18 for 32x32 CIFAR-10 images (He et al., 2016b): the paper's "ResNet18".
+
+    A 3x3 convolution with 64 filters, then four stages of two pre-activation basic blocks (64, 128, 256 and
+    512 channels; stride 2 at the start of each stage after the first; 1x1-convolution shortcuts where the shape
+    changes), global average pooling and a linear layer: 11,171,146 parameters for 10 classes (Carter et al.,
+    Supplement S1: "11.2M"). The layout and module names (``conv1``, ``layer1..4``, ``linear``; in each block
+    ``bn1``, ``conv1``, ``bn2``, ``conv2``, ``shortcut.0``) are those of the widely used
+    kuangliu/pytorch-cifar ``PreActResNet18``, so its checkpoints load with ``strict=True``. Global average
+    pooling is adaptive, so other input sizes work too.
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+        Outputs of the final linear layer.
+    in_channels : int, default 3
+        Channels of the input images.
+
+    References
+    ----------
+    .. [1] K. He, X. Zhang, S. Ren and J. Sun, "Identity Mappings in Deep Residual Networks", ECCV 2016.
+
+    Examples
+    --------
+    >>> model = PreActResNet18().eval()
+    >>> sum(p.numel() for p in model.parameters())
+    11171146
+    >>> model(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        format_positive_int(num_classes, "num_classes", "PreActResNet18")
+        format_positive_int(in_channels, "in_channels", "PreActResNet18")
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        widths = (64, 128, 256, 512)
+        stages = []
+        in_planes = 64
+        for i, planes in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(_PreActBlock(in_planes, planes, stride), _PreActBlock(planes, planes, 1)))
+            in_planes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(512, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
+        out = self.linear(torch.flatten(self.avgpool(out), 1))
+        return out
+
+
+_VGG16_CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M")
+_VGG16_CONFIG += (512, 512, 512, "M")
+
+
+class VGG16BN(nn.Module):
+    """VGG16 with batch normalisation for 32x32 CIFAR-10 images (Simonyan & Zisserman, 2015): the paper's "VGG16".
+
+    The thirteen 3x3 convolutions of VGG16 (configuration D: 64, 64, 128, 128, 256 x 3, 512 x 3, 512 x 3, with
+    bias), each followed by batch norm and a ReLU, five 2x2 max-poolings (32x32 becomes 1x1), and one linear layer
+    from the 512 features to the classes (the CIFAR variant has no 4096-unit layers): 14,728,266 parameters for
+    10 classes (Carter et al., Supplement S1: "14.7M"). The module names (``features.<i>``, ``classifier``) are
+    those of the CIFAR VGG used by the paper's code, so such checkpoints load with ``strict=True``. A final
+    adaptive average pooling (the identity on 32x32 inputs) lets other input sizes work.
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+        Outputs of the final linear layer.
+    in_channels : int, default 3
+        Channels of the input images.
+
+    References
+    ----------
+    .. [1] K. Simonyan and A. Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
+       ICLR 2015.
+
+    Examples
+    --------
+    >>> model = VGG16BN().eval()
+    >>> sum(p.numel() for p in model.parameters())
+    14728266
+    >>> model(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        format_positive_int(num_classes, "num_classes", "VGG16BN")
+        format_positive_int(in_channels, "in_channels", "VGG16BN")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for v in _VGG16_CONFIG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                width = int(v)
+                layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+                channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(512, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return out
 
 
 # --------------------------------------------------------------------------------------------------------------
