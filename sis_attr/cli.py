@@ -4,6 +4,8 @@ Usage::
 
     sis-attr demo [--out DIR] [--fast]
     sis-attr audit --model MODULE:CALLABLE [--weights PATH] --data PATH [options]
+    sis-attr study make --model MODULE:CALLABLE --data PATH [--out DIR] [options]
+    sis-attr study score KEY ANSWERS... [--out DIR]
 
 ``sis-attr demo`` needs no download: it trains two small CNNs on scikit-learn's 8x8 digits (one of them on a
 copy with a planted shortcut), audits both and writes a report comparing them (see
@@ -450,7 +452,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Sufficient input subsets and the overinterpretation audit of Carter et al.",
     )
     parser.add_argument("--version", action="version", version=f"sis-attr {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,audit}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,audit,study}")
     sub.required = True
 
     demo = sub.add_parser(
@@ -528,6 +530,10 @@ def _build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--name", help="model name in the report (default: MODULE:CALLABLE without directories)")
     aud.add_argument("--out", default="sis-attr-report", help="report directory (default: %(default)s)")
     aud.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    from sis_attr._cli_study import add_study_parser  # the human study (its own module: it imports this one)
+
+    add_study_parser(sub)
     return parser
 
 
@@ -697,6 +703,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             if args.command == "demo":
                 return _run_demo(args)
+            if args.command == "study":
+                from sis_attr._cli_study import run_study
+
+                return run_study(args)
             return _run_audit(args)
     except KeyboardInterrupt:
         print("sis-attr: interrupted", file=sys.stderr)
