@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -86,7 +87,8 @@ def format_baselines(baselines: object, inputs: tuple[Tensor, ...], caller: str)
                 f"The `baselines` parameter of {caller} must hold numbers or tensors. "
                 f"Got {type(b).__name__} at position {i} instead."
             )
-        bt = torch.as_tensor(b, dtype=x.dtype, device=x.device) if not isinstance(b, Tensor) else b
+        # detached: baselines are values, not part of a graph (and float() of a grad tensor warns)
+        bt = torch.as_tensor(b, dtype=x.dtype, device=x.device) if not isinstance(b, Tensor) else b.detach()
         if isinstance(b, Tensor) and b.device != x.device:
             raise SISDeviceError(
                 f"The `baselines` of {caller} must be on the inputs' device ({x.device}). Got {b.device} instead."
@@ -185,10 +187,26 @@ def format_feature_mask(feature_mask: object, inputs: tuple[Tensor, ...], caller
     return flat, n_features
 
 
+def as_scalar(value: object) -> object:
+    """A one-element non-bool tensor or a NumPy number as a Python ``float``/``int``; anything else unchanged."""
+    if isinstance(value, Tensor):
+        if value.numel() == 1 and value.dtype != torch.bool and not value.is_complex():
+            return value.item()
+        return value
+    if isinstance(value, np.generic) and not isinstance(value, np.bool_):
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.floating):
+            return float(value)
+    return value
+
+
 def format_threshold(threshold: object, caller: str, *, probability: bool = True, param: str = "threshold") -> float:
-    """A finite number; in (0, 1] when it is a ``probability`` (the default softmax score)."""
-    if isinstance(threshold, Tensor) and threshold.numel() == 1 and not threshold.dtype == torch.bool:
-        threshold = float(threshold)
+    """A finite number; in (0, 1] when it is a ``probability`` (the default softmax score).
+
+    One-element tensors and NumPy numbers count as numbers.
+    """
+    threshold = as_scalar(threshold)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise SISTypeError(
             f"The `{param}` parameter of {caller} must be a number. Got {type(threshold).__name__} instead."
@@ -311,6 +329,50 @@ def check_logits(output: Tensor, n: int, caller: str, *, shape_hint: str, binary
             f"The model passed to {caller} returns a single logit per example; the softmax of one logit is "
             f"always 1.{binary_hint}"
         )
+    if not output.is_floating_point():
+        raise SISTypeError(
+            f"The model passed to {caller} must return floating-point logits. Got dtype {output.dtype} instead: "
+            "return the raw scores of the last layer (e.g. drop a final .argmax() or .long())."
+        )
+
+
+def check_deterministic(first: Tensor, second: Tensor, caller: str) -> None:
+    """Two forward passes of the model on the same inputs must agree (up to floating-point noise).
+
+    A model that samples at inference (dropout applied with ``F.dropout(x, training=True)``, noise layers,
+    Monte Carlo dropout) gives every masked input a random score, and backward selection would rank noise.
+    """
+    a, b = first.detach().double(), second.detach().double()
+    if a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True):
+        return
+    gap = float((a - b).abs().max()) if a.shape == b.shape else float("nan")
+    raise SISValueError(
+        f"The model passed to {caller} is not deterministic: two forward passes on the same inputs differ (by up "
+        f"to {gap:.3g} in a logit). Call model.eval(), and remove the randomness it keeps at inference (dropout "
+        "called with training=True, such as F.dropout(x, training=True), noise layers, sampling); for a Monte "
+        "Carlo model, average a fixed set of samples with a seeded generator inside forward()."
+    )
+
+
+def warn_if_probabilities(output: Tensor, caller: str, stacklevel: int = 3) -> None:
+    """Warn when a model's outputs look like probabilities (rows non-negative, summing to 1), not logits.
+
+    The default score is the softmax of the outputs: applied to probabilities it caps every confidence (at
+    ``e / (e + C - 1)``, 0.23 for 10 classes), so no image would be confident.
+    """
+    out = output.detach().double()
+    if out.dim() != 2 or out.numel() == 0 or not bool((out >= 0).all()):
+        return
+    if bool(torch.allclose(out.sum(dim=1), torch.ones(out.shape[0], dtype=out.dtype), atol=1e-4)):
+        cap = math.e / (math.e + out.shape[1] - 1)
+        warnings.warn(
+            f"The model passed to {caller} seems to return probabilities (its outputs are non-negative and sum to 1 "
+            "per row), not logits: the confidence is the softmax of the outputs, so the softmax would be applied "
+            f"twice and every confidence stays below {cap:.2f}. Remove the final softmax layer (log-probabilities "
+            "are fine too).",
+            SISWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def check_model(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], caller: str) -> None:
@@ -424,6 +486,7 @@ def check_label_range(labels: Tensor, n_classes: int, caller: str, param: str = 
 
 
 def format_fraction(fraction: object, caller: str) -> float:
+    fraction = as_scalar(fraction)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
         raise SISTypeError(
             f"The `fraction` parameter of {caller} must be a number in (0, 1]. Got {type(fraction).__name__} instead."
@@ -436,6 +499,11 @@ def format_fraction(fraction: object, caller: str) -> float:
 
 def format_probability_thresholds(thresholds: object, caller: str) -> tuple[float, ...]:
     """A non-empty sequence of numbers in (0, 1], returned sorted and de-duplicated."""
+    if isinstance(thresholds, Tensor) and thresholds.dim() == 1:
+        thresholds = thresholds.tolist()
+    if isinstance(thresholds, np.ndarray) and thresholds.ndim == 1:
+        thresholds = thresholds.tolist()
+    thresholds = as_scalar(thresholds)
     if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
         thresholds = (thresholds,)
     if not isinstance(thresholds, Sequence) or isinstance(thresholds, str) or len(thresholds) == 0:
@@ -444,7 +512,7 @@ def format_probability_thresholds(thresholds: object, caller: str) -> tuple[floa
             f"Got {thresholds!r} instead."
         )
     out = []
-    for t in thresholds:
+    for t in map(as_scalar, thresholds):
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0.0 < float(t) <= 1.0):
             raise param_error("thresholds", caller, "a sequence of numbers in (0, 1]", f"the entry {t!r}")
         out.append(float(t))
@@ -600,6 +668,7 @@ def _describe(value: object) -> str:
 
 def format_proportion(value: object, caller: str, param: str) -> float:
     """A threshold or fraction in (0, 1]; a percentage (a number in (1, 100]) gets a hint in the message."""
+    value = as_scalar(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 < float(value) <= 100.0:
         raise param_error(param, caller, f"in (0, 1], a proportion ({float(value) / 100:g} for {value}%)", value)
     if param == "fraction":

@@ -11,19 +11,21 @@ validate, then call the same implementations) and returns an
 
 from __future__ import annotations
 
+import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from sis_attr._core.feature_masks import block_feature_mask as block_feature_mask  # importable here, as before
-from sis_attr._core.methods import GradientMethod, Method, format_method
+from sis_attr._core.methods import DEFAULT_K, GradientMethod, Method, format_method
 from sis_attr._core.validation import (
     format_flag,
-    format_image_baselines,
     format_image_feature_mask,
     format_images,
     format_labels,
@@ -36,25 +38,79 @@ from sis_attr._core.validation import (
     model_device,
     warn_if_training,
 )
-from sis_attr.exceptions import SISTypeError, SISValueError
+from sis_attr.exceptions import SISTypeError, SISValueError, SISWarning
 from sis_attr.overinterpretation._common import check_logits, predict_probabilities, raw_dataset_tensors
+from sis_attr.overinterpretation._sources import Source, TensorSource, format_source, shard_bounds
+from sis_attr.overinterpretation._store import ShardStore, model_sha256
 from sis_attr.overinterpretation.accuracy import _subset_accuracy
 from sis_attr.overinterpretation.confidence import _confidence_drop
-from sis_attr.overinterpretation.heatmap import _heatmap, _sis_heatmap
+from sis_attr.overinterpretation.heatmap import LocationHeatmap, _sis_heatmap
 from sis_attr.overinterpretation.report import AuditReport, SISExamples
-from sis_attr.overinterpretation.selection import SelectionResult, _backward_selection
+from sis_attr.overinterpretation.selection import (
+    SelectionResult,
+    _check_model,
+    _default_shard_size,
+    _execute,
+    _format_backend,
+    _format_baselines_for,
+    _format_checkpoint,
+    _format_scores_dtype,
+    _load_store,
+    _probe,
+    _Run,
+    _ShardTask,
+)
 from sis_attr.overinterpretation.sis_size import DEFAULT_THRESHOLDS, _mean_sis_size_curve, _sis_size_statistics
 from sis_attr.overinterpretation.subsets import _backselect_subsets, _random_subsets
 
 if TYPE_CHECKING:
-    from sis_attr._core.schedule import AdaptiveK
+    from sis_attr._core.schedule import AdaptiveK, AutoK
 
 __all__ = ["audit"]
 
 
 # ------------------------------------------------------------------------------------------------ validation
+def _format_audit_data(data: object, caller: str) -> tuple[Source, Tensor | None, tuple[str, ...] | None]:
+    """``(source, images or None, class names or None)``: images and labels in memory (a LabelledImages, a tuple, a
+    dataset holding ``images``/``labels`` tensors), validated once; or a Dataset/DataLoader read block by block."""
+    names: tuple[str, ...] | None = None
+    if isinstance(data, Tensor):
+        raise SISTypeError(
+            f"The `data` parameter of {caller} must hold the true labels with the images: (images, labels), a "
+            f"LabelledImages or a dataset of (image, label) pairs. Got a tensor of shape {tuple(data.shape)} alone "
+            "instead."
+        )
+    if isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], Tensor):
+        images, labels, raw_names = data
+        if raw_names is not None:
+            if isinstance(raw_names, str) or not isinstance(raw_names, Sequence):
+                raise SISTypeError(
+                    f"The third entry of the `data` parameter of {caller} must be a sequence of class names. "
+                    f"Got {type(raw_names).__name__} instead."
+                )
+            names = tuple(str(n) for n in raw_names)
+        data = (images, labels)
+    if isinstance(data, tuple) and len(data) == 1 and isinstance(data[0], Tensor):
+        raise SISTypeError(
+            f"The `data` parameter of {caller} must hold the true labels with the images: (images, labels). Got "
+            "(images,) alone instead."
+        )
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        raw_images, raw_labels = data
+    else:
+        source = format_source(data, caller, "data", labels=True)
+        if source is not None:
+            return source, None, names
+        raw_images, raw_labels = raw_dataset_tensors(data, caller, "data")
+    if isinstance(raw_images, Tensor) and raw_images.dim() >= 1 and raw_images.shape[0] == 0:
+        raise SISValueError(f"The `data` parameter of {caller} must hold at least one image. Got 0 images.")
+    images = format_images(raw_images, caller, "data")
+    labels = format_labels(raw_labels, int(images.shape[0]), caller, "data")
+    return TensorSource(images, labels, caller, "data"), images, names
+
+
 def _format_data(data: object, caller: str) -> tuple[Tensor, Tensor, tuple[str, ...] | None]:
-    """``(images, labels, class names or None)`` from a LabelledImages, a tuple or a dataset, validated once."""
+    """``(images, labels, class names or None)`` in memory, validated once (a dataset is read whole)."""
     names: tuple[str, ...] | None = None
     if isinstance(data, Tensor):
         raise SISTypeError(
@@ -160,7 +216,7 @@ def _choose_examples(
 
 def _examples(
     model: nn.Module,
-    images: Tensor,
+    source: Source,
     labels: Tensor,
     selection: SelectionResult,
     *,
@@ -176,7 +232,7 @@ def _examples(
     chosen = _choose_examples(selection, labels, threshold, n_examples, seed)
     _, h, w = selection.image_shape
     if not chosen:
-        empty = images[:0].cpu()
+        empty = torch.zeros(0, *source.image_shape)
         return SISExamples(
             indices=(),
             images=empty,
@@ -193,7 +249,7 @@ def _examples(
     idx = torch.tensor(chosen, dtype=torch.long)
     sub = selection.select(idx)
     masks = sub._sis_masks(threshold, warn=False)  # (n, 1 or C, H, W); warned about by the SIS statistics
-    originals = images[idx].cpu()
+    originals = _take(source, chosen).cpu()
     base = baselines if isinstance(baselines, float) else baselines[idx].cpu()
     sis_images = torch.where(masks, originals, base)
     probs = predict_probabilities(model, sis_images, caller, batch_size=batch_size)
@@ -214,6 +270,71 @@ def _examples(
     )
 
 
+def _take(source: Source, indices: list[int]) -> Tensor:
+    """The images at ``indices`` (sorted, distinct): indexed in memory, else read block by block."""
+    if isinstance(source, TensorSource):
+        return source.images[torch.tensor(indices, dtype=torch.long)]
+    wanted = set(indices)
+    bounds = [(i, i + 1) for i in indices] if hasattr(source, "dataset") else shard_bounds(source.n, 256)
+    found: dict[int, Tensor] = {}
+    for (start, _stop), (images, _) in zip(bounds, source.blocks(bounds), strict=True):
+        for j in range(images.shape[0]):
+            if start + j in wanted:
+                found[start + j] = images[j]
+        if len(found) == len(wanted):
+            break
+    return torch.stack([found[i] for i in indices])
+
+
+def _format_selection(
+    selection: object, source: Source, feature_mask: Tensor, model: nn.Module, caller: str
+) -> tuple[SelectionResult, Tensor | None]:
+    """A finished selection for these data (a SelectionResult or a checkpoint directory) and, from a checkpoint,
+    the full-image probabilities it stored."""
+    probs: Tensor | None = None
+    if isinstance(selection, (str, os.PathLike)):
+        store = ShardStore.existing(selection, caller)
+        stored = store.identity.get("model", {}).get("state_dict_sha256")
+        if stored != model_sha256(model):
+            raise SISValueError(
+                f"The `selection` passed to {caller} ({str(selection)!r}) was computed with another model (its "
+                "state-dict hash differs). Pass the model it was computed with, or compute a new selection."
+            )
+        sel, probs = _load_store(store, caller)
+    elif isinstance(selection, SelectionResult):
+        sel = selection
+    else:
+        raise SISTypeError(
+            f"The `selection` parameter of {caller} must be None, a SelectionResult or the checkpoint directory of "
+            f"a finished run. Got {type(selection).__name__} instead."
+        )
+    if sel.n_images != source.n or tuple(sel.image_shape) != tuple(source.image_shape):
+        raise SISValueError(
+            f"The `selection` passed to {caller} must be computed on the audited images: {source.n} images of shape "
+            f"{source.image_shape}. Got a selection of {sel.n_images} images of shape {sel.image_shape} instead."
+        )
+    if tuple(sel.feature_mask.shape) != tuple(feature_mask.shape) or not torch.equal(sel.feature_mask, feature_mask):
+        raise SISValueError(
+            f"The `feature_mask` of {caller} must be the one the `selection` was computed with "
+            "(SelectionResult.feature_mask): the random subsets are drawn over the same features."
+        )
+    return sel, probs
+
+
+def _check_targets(selection: SelectionResult, probs: Tensor, caller: str) -> None:
+    """The selection must explain the model's predictions on these images (another model or data otherwise)."""
+    differ = int((selection.targets != probs.argmax(dim=1)).sum())
+    if not differ:
+        return
+    message = (
+        f"The `selection` passed to {caller} explains other classes than the model predicts on {differ} of "
+        f"{selection.n_images} images"
+    )
+    if differ > max(1, selection.n_images // 100):
+        raise SISValueError(f"{message}: it was computed with another model or other data.")
+    warnings.warn(f"{message} (near-ties, or another device).", SISWarning, stacklevel=4)
+
+
 # ------------------------------------------------------------------------------------------------ audit
 def audit(
     model: nn.Module,
@@ -226,13 +347,18 @@ def audit(
     feature_mask: Literal["pixel"] | Tensor | None = "pixel",
     class_names: Sequence[str] | None = None,
     thresholds: Sequence[float] | None = None,
-    k: int | float | str | AdaptiveK = 1,
+    k: int | float | str | AdaptiveK | AutoK = DEFAULT_K,
     shortlist: int | None = None,
     batch_size: int = 256,
     chunk_size: int | None = None,
     seed: int = 0,
     n_examples: int = 10,
     name: str = "model",
+    selection: SelectionResult | str | os.PathLike[str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    shard_size: int | None = None,
+    scores_dtype: Literal["float64", "float32", "float16"] = "float32",
+    backend: Literal["local", "ray"] = "local",
     show_progress: bool = True,
 ) -> AuditReport:
     """Audit one image classifier for overinterpretation (Carter et al.).
@@ -259,9 +385,12 @@ def audit(
     model : torch.nn.Module
         Classifier mapping ``(N, C, H, W)`` images to ``(N, classes)`` logits, in eval mode (it is never changed;
         a warning is issued if dropout or batch norm is in training mode). Images follow its device.
-    data : LabelledImages, (images, labels), (images, labels, class_names) or Dataset
-        Images ``(N, C, H, W)`` in the model's input space and their true labels; a map-style dataset of
-        ``(image, label)`` pairs also works. Every loader of :mod:`sis_attr.datasets` returns a suitable value.
+    data : LabelledImages, (images, labels), (images, labels, class_names), Dataset or DataLoader
+        Images ``(N, C, H, W)`` in the model's input space and their true labels. Every loader of
+        :mod:`sis_attr.datasets` returns a suitable value. A map-style :class:`~torch.utils.data.Dataset` of
+        ``(image, label)`` pairs, or a :class:`~torch.utils.data.DataLoader` over one in a fixed order, is read
+        one block of images at a time, so memory follows the shard, not the data set (a dataset holding
+        ``images`` and ``labels`` tensors without a ``transform`` is used as those tensors).
     method : {"exact", "gradient"}, default "exact"
         Exact backward selection (``d (d + 1) / 2`` forward passes per image for ``d`` features) or the
         batched-gradient approximation (with ``k`` and ``shortlist``).
@@ -281,9 +410,10 @@ def audit(
         Thresholds of the SIS size statistics and curve; default (0.9, 0.95, 0.99), with ``threshold`` always
         added. Empty SIS (the baseline alone reaches a threshold) are warned about at ``threshold`` and at the
         ``thresholds`` you pass, not at the default ones.
-    k : int, float, "adaptive" or AdaptiveK, default 1
+    k : int, float, "adaptive", "auto", AdaptiveK or AutoK, default "auto"
         With ``method="gradient"``: features removed per gradient step, a fraction of the remaining features
-        (e.g. 0.2), or an adaptive schedule (see :func:`~sis_attr.overinterpretation.backward_selection`).
+        (e.g. 0.2), or a schedule (see :func:`~sis_attr.overinterpretation.backward_selection`); ``"adaptive"``
+        and ``"auto"`` steer by ``threshold``.
     shortlist : int, optional
         With ``method="gradient"``: choose each removal exactly among the ``shortlist`` features the gradient
         ranks first (the gradient-screened exact hybrid).
@@ -299,8 +429,23 @@ def audit(
         Example images shown beside their SIS.
     name : str, default "model"
         Name of the model in the report.
+    selection : SelectionResult or path, optional
+        A finished backward selection of these images (a :class:`SelectionResult`, or the ``checkpoint_dir`` of
+        a finished run): the report is rebuilt from it without running backward selection again. It must have
+        been computed with this model (checked) and ``feature_mask``.
+    checkpoint_dir : str or os.PathLike, optional
+        Directory where backward selection writes each finished shard; rerunning the same audit with it skips
+        the finished shards (see :func:`~sis_attr.overinterpretation.backward_selection`).
+    shard_size : int, optional
+        Images per shard (checkpoint unit, Ray task, block of streamed data); default: the smallest multiple of
+        ``chunk_size`` holding at least 64 images.
+    scores_dtype : {"float32", "float16", "float64"}, default "float32"
+        Precision of the scores stored in ``checkpoint_dir``.
+    backend : {"local", "ray"}, default "local"
+        ``"ray"``: backward selection runs each shard as a Ray task (``pip install 'sis-attr[ray]'``; see
+        :doc:`/howto_scale_out`).
     show_progress : bool, default True
-        Show a progress bar during backward selection.
+        Show a progress bar during backward selection (images done, rate and time left).
 
     Returns
     -------
@@ -311,15 +456,18 @@ def audit(
     ------
     SISValueError
         If the data are empty, do not fit the model (it raises on the first batch, or does not return
-        ``(batch, classes)`` logits with at least two classes), or hold labels outside the model's classes; or
-        for invalid options (a ``threshold`` or ``fraction`` outside (0, 1]: a probability, 0.99 rather than 99).
+        ``(batch, classes)`` logits with at least two classes), or hold labels outside the model's classes; if
+        the model is not deterministic (two identical forward passes differ); if ``checkpoint_dir`` holds
+        results of another model, data set, method or parameters; or for invalid options (a ``threshold`` or
+        ``fraction`` outside (0, 1]: a probability, 0.99 rather than 99).
     SISTypeError
         For arguments of the wrong type.
 
     Warns
     -----
     SISWarning
-        Once, if the model is in training mode (dropout or batch norm); it is never changed.
+        Once, if the model is in training mode (dropout or batch norm; it is never changed), or if its outputs
+        look like probabilities rather than logits (the softmax would be applied twice).
     UninformativeBaselineWarning
         If some SIS at ``threshold`` (or at the ``thresholds`` you pass) are empty. Warnings are also kept in
         ``report.notes``.
@@ -345,7 +493,7 @@ def audit(
     caller = "audit"
     # ---- validate every argument once
     model = format_model(model, caller)
-    images, labels, data_names = _format_data(data, caller)
+    source, images, data_names = _format_audit_data(data, caller)
     t = format_proportion(threshold, caller, "threshold")
     f = format_proportion(fraction, caller, "fraction")
     asked = (t,) if thresholds is None else (t, *format_probability_thresholds(thresholds, caller))
@@ -357,65 +505,85 @@ def audit(
     given_names = _format_class_names(class_names, caller)
     impl = format_method(method, k=k, shortlist=shortlist, batch_size=batch_size, caller=caller)
     chunk = format_optional_positive_int(chunk_size, "chunk_size", caller)
-    image_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
-    fmask = format_image_feature_mask(feature_mask, image_shape, caller)
-    base = format_image_baselines(baselines, images, caller)
+    shard = format_optional_positive_int(shard_size, "shard_size", caller)
+    fmask = format_image_feature_mask(feature_mask, source.image_shape, caller)
+    base = _format_baselines_for(baselines, source, images, caller)
+    n_features = int(fmask.max()) + 1
+    chunk = chunk if chunk is not None else _default_chunk_size(impl, n_features)
+    shard = shard if shard is not None else _default_shard_size(chunk)
+    run = _Run(
+        model=model,
+        source=source,
+        task=_ShardTask(
+            impl=impl,
+            feature_mask=fmask,
+            threshold=t if isinstance(impl, GradientMethod) else None,  # steers an adaptive or automatic k
+            chunk_size=chunk,
+            caller=caller,
+        ),
+        method=str(method),
+        baselines=base,
+        targets=None,
+        shard_size=shard,
+        scores_dtype=_format_scores_dtype(scores_dtype, caller),
+        checkpoint_dir=_format_checkpoint(checkpoint_dir, caller),
+        backend=_format_backend(backend, caller),
+        show_progress=show_progress,
+    )
     device = model_device(model)
     notes: list[tuple[type[Warning], str]] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warn_if_training(model, caller, stacklevel=2)
+        # ---- the model check: it runs on the data, returns logits, twice the same
+        n_classes = _check_model(model, _probe(source, base).to(device), caller)
     _reissue(caught, notes)
+    known_labels = source.labels if isinstance(source, TensorSource) else None
+    if known_labels is not None:
+        _check_labels(known_labels, n_classes, caller)
+    given: tuple[SelectionResult, Tensor | None] | None = None
+    if selection is not None:
+        if checkpoint_dir is not None:
+            raise SISValueError(
+                f"Pass either `selection` (a finished backward selection) or `checkpoint_dir` to {caller}, not both."
+            )
+        given = _format_selection(selection, source, fmask, model, caller)
 
-    # ---- the one pass over the full images: targets, confidences and the full-image side of every analysis
+    # ---- backward selection once per image: targets, confidences and the full-image probabilities
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    probs = _full_image_probabilities(model, images, batch_size=impl.batch_size, caller=caller)
-    n_classes = int(probs.shape[1])
-    if int(labels.max()) >= n_classes:
-        raise SISValueError(
-            f"The labels in the `data` passed to {caller} must be class indices of the model, in [0, {n_classes - 1}] "
-            f"(the model has {n_classes} outputs). Got labels up to {int(labels.max())} instead."
-        )
-    known = given_names if given_names is not None else data_names or ()
-    names = known + tuple(str(i) for i in range(len(known), n_classes))
-    targets = probs.argmax(dim=1)
-    selection = _backward_selection(
-        model,
-        images,
-        impl=impl,
-        method=method,
-        baselines=base,
-        feature_mask=fmask,
-        targets=targets,
-        confidences=probs.gather(1, targets.unsqueeze(1)).squeeze(1),
-        chunk_size=chunk if chunk is not None else _default_chunk_size(impl, int(fmask.max()) + 1),
-        show_progress=show_progress,
-        device=device,
-        caller=caller,
-    )
+    known_probs: Tensor | None
+    if given is None:
+        sel, known_probs = _execute(run, f"Backward selection ({method})")
+    else:
+        sel, known_probs = given
     timings["backward selection"] = time.perf_counter() - start
 
-    # ---- the analyses, from the records and the probabilities at hand
+    # ---- the analyses, from the records, block by block over the images
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stats = _sis_size_statistics(selection, labels, grid, warn_at=asked)
-        bs_subsets = _backselect_subsets(images, selection, f, labels, base)
-        random = _random_subsets(images, labels, f, fmask, torch.Generator().manual_seed(seed), base)
-        bs_probs = predict_probabilities(model, bs_subsets.images, caller, batch_size=impl.batch_size)
-        random_probs = predict_probabilities(model, random.images, caller, batch_size=impl.batch_size)
-        drop = _confidence_drop(probs, bs_probs)
-        accuracy = _subset_accuracy(probs, labels, backselect=bs_probs, random=random_probs)
-        confident = bool((selection.confidences >= t).any())
-        heatmap = _sis_heatmap(selection, t, warn=False) if confident else None
-        subset_heatmap = _heatmap(bs_subsets.keep_masks, fraction=None, threshold=None)
-        curve = _mean_sis_size_curve({name: selection}, grid, {name: accuracy.full}, warn=False)
+        blocks = _analysis_pass(model, run, sel, known_probs, f, seed, caller)
+        labels = known_labels if known_labels is not None else blocks.labels
+        probs = blocks.probs
+        if given is not None:
+            _check_targets(sel, probs, caller)
+        known = given_names if given_names is not None else data_names or ()
+        names = known + tuple(str(i) for i in range(len(known), n_classes))
+        stats = _sis_size_statistics(sel, labels, grid, warn_at=asked)
+        drop = _confidence_drop(probs, blocks.backselect)
+        accuracy = _subset_accuracy(probs, labels, backselect=blocks.backselect, random=blocks.random)
+        confident = bool((sel.confidences >= t).any())
+        heatmap = _sis_heatmap(sel, t, warn=False) if confident else None
+        subset_heatmap = LocationHeatmap(
+            frequency=blocks.subset_counts / sel.n_images, n_images=sel.n_images, fraction=None, threshold=None
+        )
+        curve = _mean_sis_size_curve({name: sel}, grid, {name: accuracy.full}, warn=False)
         examples = _examples(
             model,
-            images,
+            source,
             labels,
-            selection,
+            sel,
             threshold=t,
             baselines=base,
             n_examples=n_examples,
@@ -435,7 +603,7 @@ def audit(
         features = "feature groups"
     settings: dict[str, Any] = {
         "model": type(model).__name__,
-        "method": selection.method,
+        "method": sel.method,
         "features": features,
         "baseline": _describe_baseline(baselines),
         "thresholds": list(grid),
@@ -443,11 +611,13 @@ def audit(
         "batch_size": impl.batch_size,
         "device": str(device),
     }
-    if selection.method == "gradient":
+    if sel.method == "gradient":
         settings.update(k=k, shortlist=shortlist)
+    if run.backend != "local":
+        settings["backend"] = run.backend
     return AuditReport(
         name=name,
-        selection=selection,
+        selection=sel,
         sis_sizes=stats,
         confidence=drop,
         subset_accuracy=accuracy,
@@ -462,6 +632,75 @@ def audit(
         timings=timings,
         notes=tuple(f"{category.__name__}: {message}" for category, message in notes),
         sis_size_curve=curve,
+    )
+
+
+def _check_labels(labels: Tensor, n_classes: int, caller: str) -> None:
+    if labels.numel() and int(labels.max()) >= n_classes:
+        raise SISValueError(
+            f"The labels in the `data` passed to {caller} must be class indices of the model, in [0, {n_classes - 1}] "
+            f"(the model has {n_classes} outputs). Got labels up to {int(labels.max())} instead."
+        )
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """What the analysis pass over the images collects (everything per image is a scalar or a probability row)."""
+
+    labels: Tensor
+    probs: Tensor
+    backselect: Tensor
+    random: Tensor
+    subset_counts: Tensor
+
+
+@torch.no_grad()
+def _analysis_pass(
+    model: nn.Module,
+    run: _Run,
+    selection: SelectionResult,
+    probs: Tensor | None,
+    fraction: float,
+    seed: int,
+    caller: str,
+) -> _Blocks:
+    """One pass over the images, a block at a time: the model on the backward-selection and random subsets (and
+    on the full images if ``probs`` is None), the labels, and how often each position is in a subset.
+
+    Blocks hold a multiple of ``batch_size`` images, so the forward passes see the batches a single pass would.
+    """
+    source = run.source
+    batch_size = run.task.impl.batch_size
+    block = batch_size * max(1, math.ceil(run.shard_size / batch_size))
+    generator = torch.Generator().manual_seed(seed)  # drawn block after block: the same draws as all at once
+    fmask = run.task.feature_mask
+    labels, full, bs, rnd = [], [], [], []
+    counts = torch.zeros(selection.image_shape[1:], dtype=torch.float64)
+    bounds = shard_bounds(source.n, block)
+    for (start, stop), (images, block_labels) in zip(bounds, source.blocks(bounds), strict=True):
+        if block_labels is None:  # a TensorSource holds them
+            raise RuntimeError("the audit's data source yields no labels")
+        base = run.shard_baselines(start, stop)
+        base = base if isinstance(base, float) else torch.broadcast_to(base, images.shape)
+        if probs is None:
+            p = predict_probabilities(model, images, caller, batch_size=batch_size)
+            _check_labels(block_labels, int(p.shape[1]), caller)
+            full.append(p)
+        elif not isinstance(source, TensorSource):
+            _check_labels(block_labels, int(probs.shape[1]), caller)
+        part = selection.select(torch.arange(start, stop))
+        subsets = _backselect_subsets(images, part, fraction, block_labels, base)
+        random = _random_subsets(images, block_labels, fraction, fmask, generator, base)
+        bs.append(predict_probabilities(model, subsets.images, caller, batch_size=batch_size))
+        rnd.append(predict_probabilities(model, random.images, caller, batch_size=batch_size))
+        counts += subsets.keep_masks.any(dim=1).double().sum(dim=0)
+        labels.append(block_labels)
+    return _Blocks(
+        labels=torch.cat(labels),
+        probs=probs if probs is not None else torch.cat(full),
+        backselect=torch.cat(bs),
+        random=torch.cat(rnd),
+        subset_counts=counts,
     )
 
 

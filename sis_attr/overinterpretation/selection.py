@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
-from sis_attr._core.methods import Method, backselect_records, format_method
+from sis_attr._core.methods import DEFAULT_K, GradientMethod, Method, backselect_records, format_method
 from sis_attr._core.results import BackSelectRecord
 from sis_attr._core.validation import (
+    check_deterministic,
     check_label_range,
     format_flag,
     format_fraction,
@@ -28,29 +33,44 @@ from sis_attr._core.validation import (
     format_image_feature_mask,
     format_images,
     format_model,
+    format_optional_positive_int,
     format_positive_int,
     format_target,
     format_threshold,
     model_device,
     param_error,
+    warn_if_probabilities,
     warn_if_training,
 )
 from sis_attr._progress import progress_bar
-from sis_attr.exceptions import SISValueError, UninformativeBaselineWarning
+from sis_attr.exceptions import SISTypeError, SISValueError, UninformativeBaselineWarning
 from sis_attr.overinterpretation._common import (
+    check_logits,
     predict_probabilities,
     subset_size,
+)
+from sis_attr.overinterpretation._sources import Source, TensorSource, format_source, shard_bounds
+from sis_attr.overinterpretation._store import (
+    SCORE_DTYPES,
+    ShardStore,
+    compact_tensor,
+    images_sha256,
+    model_sha256,
+    smallest_uint,
+    tensor_sha256,
 )
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from sis_attr._core.schedule import AdaptiveK
+    from sis_attr._core.schedule import AdaptiveK, AutoK
 
 __all__ = ["SelectionResult", "backward_selection"]
 
 _METHODS = ("exact", "gradient")
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 1: int64 orders and float64 values padded per image; 2: compact, one row per image
+_PROBE_IMAGES = 4  # images of the model check run before any shard
+_SHARD_IMAGES = 64  # default images per shard (rounded up to a multiple of chunk_size)
 
 
 def __getattr__(name: str) -> Any:
@@ -74,7 +94,7 @@ class SelectionResult:
 
     Attributes
     ----------
-    records : list of BackSelectRecord
+    records : sequence of BackSelectRecord
         One record per image: removal order (first removed first) and the log-probability of the target after
         each removal (NaN where a method did not measure it).
     targets : Tensor
@@ -102,7 +122,7 @@ class SelectionResult:
     True
     """
 
-    records: list[BackSelectRecord]
+    records: Sequence[BackSelectRecord]
     targets: Tensor
     confidences: Tensor
     n_features: int
@@ -154,7 +174,13 @@ class SelectionResult:
 
     def _keep_masks(self, count: int) -> Tensor:
         keep = torch.zeros(self.n_images, self.n_features, dtype=torch.bool)
-        for i, rec in enumerate(self.records):
+        recs = self.records
+        if isinstance(recs, _PackedRecords):  # complete records: the last `count` removed of every row at once
+            count = max(0, min(int(count), self.n_features))
+            if count:
+                keep.scatter_(1, torch.from_numpy(recs.orders[:, self.n_features - count :].astype(np.int64)), True)
+            return self.positions(keep)
+        for i, rec in enumerate(recs):
             keep[i, rec.top_features(count)] = True
         return self.positions(keep)
 
@@ -274,23 +300,20 @@ class SelectionResult:
         return ax
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Save with :func:`torch.save` as a dict of tensors only (loadable with ``weights_only=True``)."""
-        n, d = self.n_images, self.n_features
-        lengths = torch.tensor([r.order.numel() for r in self.records], dtype=torch.long)
-        orders = torch.full((n, d), -1, dtype=torch.long)
-        values = torch.full((n, d + 1), float("nan"), dtype=torch.float64)
-        for i, r in enumerate(self.records):
-            orders[i, : r.order.numel()] = r.order
-            values[i, : r.values.numel()] = r.values.double()
+        """Save with :func:`torch.save` as a dict of tensors only (loadable with ``weights_only=True``).
+
+        Orders are stored in the smallest integer type that holds a feature id and scores in the precision the
+        records hold (float32 or float16 for results read from a compact checkpoint, float64 otherwise).
+        """
+        orders, values = _packed_arrays(self)
         payload = {
             "format_version": torch.tensor(_FORMAT_VERSION),
-            "orders": orders,
-            "values": values,
-            "lengths": lengths,
-            "log_space": torch.tensor([r.log_space for r in self.records], dtype=torch.bool),
+            "orders": torch.from_numpy(orders.astype(_torch_int_dtype(self.n_features), copy=False)),
+            "values": torch.from_numpy(values),
+            "log_space": torch.tensor([r.log_space for r in self.records[:1]] or [True], dtype=torch.bool),
             "targets": self.targets,
             "confidences": self.confidences,
-            "n_features": torch.tensor(d),
+            "n_features": torch.tensor(self.n_features),
             "method": torch.tensor(_METHODS.index(self.method)),
             "feature_mask": self.feature_mask,
             "image_shape": torch.tensor(self.image_shape),
@@ -299,32 +322,55 @@ class SelectionResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SelectionResult:
-        """Load a file written by :meth:`save` (with ``weights_only=True``: no code runs)."""
+        """Load a file written by :meth:`save` (with ``weights_only=True``: no code runs), or a finished checkpoint.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A ``.pt`` file written by :meth:`save`, or the ``checkpoint_dir`` of a finished
+            :func:`backward_selection` or :func:`~sis_attr.overinterpretation.audit` run (its shards are read one at
+            a time and checked against their checksums).
+
+        Raises
+        ------
+        SISValueError
+            If the file is not a saved selection, or the checkpoint is unfinished or corrupted.
+        """
         caller = "SelectionResult.load"
+        if isinstance(path, (str, os.PathLike)) and Path(path).is_dir():
+            return _load_store(ShardStore.existing(path, caller), caller)[0]
         try:
             p = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise
         except Exception as err:  # torch raises several types for foreign files
             raise SISValueError(f"{caller} could not read {str(path)!r} as a saved SelectionResult: {err}") from err
-        keys = {"format_version", "orders", "values", "lengths", "log_space", "targets", "confidences"}
+        keys = {"format_version", "orders", "values", "log_space", "targets", "confidences"}
         keys |= {"n_features", "method", "feature_mask", "image_shape"}
         if not isinstance(p, dict) or not keys <= set(p):
             raise SISValueError(f"{caller}: {str(path)!r} is not a file written by SelectionResult.save.")
-        if int(p["format_version"]) != _FORMAT_VERSION:
-            raise SISValueError(f"{caller}: unsupported format version {int(p['format_version'])} in {str(path)!r}.")
+        version = int(p["format_version"])
+        if version not in (1, _FORMAT_VERSION):
+            raise SISValueError(f"{caller}: unsupported format version {version} in {str(path)!r}.")
         d = int(p["n_features"])
-        records = [
-            BackSelectRecord(
-                order=p["orders"][i, : int(n)].clone(),
-                values=p["values"][i, : int(n) + 1].clone(),
-                log_space=bool(p["log_space"][i]),
-                n_features=d,
-                example=i,
-            )
-            for i, n in enumerate(p["lengths"].tolist())
-        ]
         c, h, w = (int(v) for v in p["image_shape"].tolist())
+        if version == 1:  # one row per image, -1/NaN padded to the longest record
+            lengths = p["lengths"].tolist()
+            if any(int(n) != d for n in lengths):
+                records: Sequence[BackSelectRecord] = [
+                    BackSelectRecord(
+                        order=p["orders"][i, : int(n)].long().clone(),
+                        values=p["values"][i, : int(n) + 1].double().clone(),
+                        log_space=bool(p["log_space"][i]),
+                        n_features=d,
+                        example=i,
+                    )
+                    for i, n in enumerate(lengths)
+                ]
+            else:
+                records = _PackedRecords(p["orders"].numpy(), p["values"].numpy(), bool(p["log_space"].all()))
+        else:
+            records = _PackedRecords(p["orders"].numpy(), p["values"].numpy(), bool(p["log_space"].all()))
         return cls(
             records=records,
             targets=p["targets"],
@@ -335,127 +381,433 @@ class SelectionResult:
             image_shape=(c, h, w),
         )
 
+    @classmethod
+    def iter_shards(cls, checkpoint_dir: str | os.PathLike[str]) -> Iterator[SelectionResult]:
+        """The results of a finished checkpoint one shard at a time (memory follows the shard, not the data set).
 
-def backward_selection(
+        Each yielded result covers a contiguous range of images; its records keep their index in the whole data
+        set (``records[0].example`` is the shard's first image).
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from sis_attr.testing import TinyConvNet
+        >>> images = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     sel = backward_selection(TinyConvNet(in_channels=1, classes=3), images, checkpoint_dir=tmp,
+        ...                              shard_size=2, show_progress=False)
+        ...     [(len(s), s.records[0].example) for s in SelectionResult.iter_shards(tmp)]
+        [(2, 0), (2, 2), (1, 4)]
+        """
+        caller = "SelectionResult.iter_shards"
+        store = ShardStore.existing(checkpoint_dir, caller)
+        _require_complete(store, caller)
+        meta = _StoreMeta.of(store)
+        for start, _stop, arrays in store.iter_shards():
+            yield meta.result(arrays, first=start)
+
+
+# ------------------------------------------------------------------------------------------------ packed records
+class _PackedRecords(Sequence[BackSelectRecord]):
+    """The records of many images as two compact arrays; each :class:`BackSelectRecord` is made on access.
+
+    ``orders`` ``(N, d)`` in any integer dtype (the smallest that fits, from a checkpoint), ``values``
+    ``(N, d + 1)`` in float16/32/64. A record holds int64 orders and float64 values, as everywhere else.
+    """
+
+    def __init__(self, orders: np.ndarray, values: np.ndarray, log_space: bool, first: int = 0) -> None:
+        self.orders = orders
+        self.values = values
+        self.log_space = log_space
+        self.first = first
+
+    def __len__(self) -> int:
+        return int(self.orders.shape[0])
+
+    def _record(self, i: int) -> BackSelectRecord:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"record index {i} out of range for {n} records")
+        return BackSelectRecord(
+            order=torch.from_numpy(self.orders[i].astype(np.int64)),
+            values=torch.from_numpy(self.values[i].astype(np.float64)),
+            log_space=self.log_space,
+            n_features=int(self.orders.shape[1]),
+            example=self.first + i,
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> BackSelectRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[BackSelectRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> BackSelectRecord | list[BackSelectRecord]:
+        if isinstance(index, slice):
+            return [self._record(i) for i in range(*index.indices(len(self)))]
+        return self._record(int(index))
+
+    def __iter__(self) -> Iterator[BackSelectRecord]:
+        for i in range(len(self)):
+            yield self._record(i)
+
+
+def _packed_arrays(selection: SelectionResult) -> tuple[np.ndarray, np.ndarray]:
+    """``(orders, values)`` of every record, ``(N, d)`` and ``(N, d + 1)`` (records must be complete)."""
+    recs = selection.records
+    if isinstance(recs, _PackedRecords) and recs.first == 0:
+        return recs.orders, recs.values
+    d = selection.n_features
+    orders = np.zeros((len(recs), d), dtype=smallest_uint(max(0, d - 1)))
+    values = np.full((len(recs), d + 1), np.nan, dtype=np.float64)
+    for i, r in enumerate(recs):
+        if r.order.numel() != d:
+            raise SISValueError(
+                f"SelectionResult.save needs complete records (every feature removed). Record {i} has "
+                f"{r.order.numel()} of {d}."
+            )
+        orders[i] = r.order.numpy()
+        values[i] = r.values.double().numpy()
+    return orders, values
+
+
+def _torch_int_dtype(n_features: int) -> np.dtype[Any]:
+    """The smallest integer dtype torch can save that holds ``0..n_features - 1``."""
+    if n_features <= 256:
+        return np.dtype(np.uint8)
+    if n_features <= 2**15:
+        return np.dtype(np.int16)
+    return np.dtype(np.int32) if n_features <= 2**31 else np.dtype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------------ one shard
+@dataclass(frozen=True)
+class _ShardTask:
+    """What computing a shard needs besides the model and the images (picklable: it travels to Ray workers)."""
+
+    impl: Method
+    feature_mask: Tensor
+    threshold: float | None
+    chunk_size: int
+    caller: str
+
+
+def _compute_shard(
     model: nn.Module,
     images: Tensor,
-    *,
-    method: Literal["exact", "gradient"] = "exact",
-    baselines: float | Tensor | None = 0.0,
-    feature_mask: Literal["pixel"] | Tensor | None = "pixel",
-    target: int | Sequence[int] | Tensor | None = None,
-    k: int | float | str | AdaptiveK = 1,
-    shortlist: int | None = None,
-    batch_size: int = 256,
-    chunk_size: int = 64,
-    show_progress: bool = True,
-) -> SelectionResult:
-    """Backward selection on every image, on the confidence of the predicted class (Carter et al., 3.3).
+    targets: Tensor | None,
+    baselines: float | Tensor,
+    task: _ShardTask,
+    first_example: int,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, np.ndarray]:
+    """Backward selection on one shard: full-image probabilities, targets, then the records, chunk by chunk.
 
-    Each image is reduced feature by feature, always removing (setting to the baseline) the feature whose
-    removal leaves the confidence highest, until none remains. The record of every image is kept, so the
-    ``fraction`` of features removed last (the 5% pixel-subsets of the paper, :meth:`SelectionResult.keep_masks`)
-    and the SIS at any threshold (:meth:`SelectionResult.sis_sizes`) come without running the model again.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Classifier mapping ``(N, C, H, W)`` images to ``(N, classes)`` logits. It is only called: put it in eval
-        mode yourself (a warning is issued otherwise). Images follow the model's device.
-    images : Tensor
-        ``(N, C, H, W)`` float images, in the model's input space.
-    method : {"exact", "gradient"}, default "exact"
-        ``"exact"``: exact BackSelect (``d (d + 1) / 2`` evaluations per image: 524,800 for a 32x32 image).
-        ``"gradient"``: :func:`sis_attr.functional.gradient_backselect`, removing ``k`` features per gradient
-        step, or with ``shortlist=M`` the exact choice among the ``M`` features the gradient ranks first.
-    baselines : float or Tensor, default 0.0
-        Value of removed features (0: the mean pixel of normalised data), broadcastable to ``images``; None
-        means 0, as in Captum.
-    feature_mask : "pixel", None or Tensor, default "pixel"
-        ``"pixel"``: all channels of a pixel are one feature (the paper's choice). None: every element is a
-        feature. A tensor: integer group ids ``0..d-1`` of shape ``(H, W)``, ``(1 or C, H, W)`` or
-        ``(1, 1 or C, H, W)``, shared by all images.
-    target : None, int, sequence of int or Tensor, optional
-        Class explained per image; the predicted class when None (the paper's choice).
-    k : int, float, "adaptive" or AdaptiveK, default 1
-        With ``method="gradient"``: features removed per gradient step (an integer, a fraction of the remaining
-        features, or an adaptive schedule; see :func:`sis_attr.functional.gradient_backselect`). A fraction such
-        as ``0.2`` takes large steps while many features remain and single steps near the end, where the
-        kept subsets are decided.
-    shortlist : int, optional
-        With ``method="gradient"``: choose each removal exactly among the ``shortlist`` features the gradient
-        ranks first (the gradient-screened exact hybrid).
-    batch_size : int, default 256
-        Masked images per forward pass.
-    chunk_size : int, default 64
-        Images per call of the backward-selection routine (bounds memory, sets progress granularity).
-    show_progress : bool, default True
-        Show a progress bar over images.
-
-    Returns
-    -------
-    SelectionResult
-        Records, targets, confidences on the full images, feature mask and shapes (all on the CPU).
-
-    Raises
-    ------
-    SISValueError, SISTypeError
-        For invalid arguments (shapes, classes outside the model's outputs, unknown method...).
-
-    Examples
-    --------
-    A two-class model with logits ``[0, sum of the pixels]`` (hand-checkable: removing a pixel of value ``v``
-    changes the logit by ``-v``):
-
-    >>> import torch
-    >>> from sis_attr.testing import SumGridClassifier
-    >>> image = torch.tensor([[[[1.0, 2.0], [0.5, -1.0]]]])
-    >>> sel = backward_selection(SumGridClassifier(), image, show_progress=False)
-    >>> sel.method, sel.n_features, sel.targets.tolist(), round(sel.confidences.item(), 3)  # sigmoid(2.5)
-    ('exact', 4, [1], 0.924)
-    >>> sel.records[0].order.tolist()  # the negative pixel goes first, the largest last
-    [3, 2, 0, 1]
-    >>> sel.keep_masks(0.25)[0, 0].tolist()  # the 5% subset of the paper, here 1 of 4 pixels
-    [[False, True], [False, False]]
-    >>> sel.sis_sizes(0.85).tolist(), sel.sis_sizes(0.9).tolist(), sel.sis_sizes(0.95).tolist()
-    ([1.0], [2.0], [nan])
+    ``baselines`` is a number or a tensor broadcastable to ``images``. Returns the arrays of the shard with
+    float64 scores: ``orders`` ``(n, d)`` (smallest unsigned type), ``values`` ``(n, d + 1)``, ``targets``,
+    ``confidences`` and ``probabilities`` ``(n, classes)``.
     """
-    caller = "backward_selection"
-    model = format_model(model, caller)
-    images = format_images(images, caller)
-    impl = format_method(method, k=k, shortlist=shortlist, batch_size=batch_size, caller=caller)
-    batch_size = format_positive_int(batch_size, "batch_size", caller)
-    chunk_size = format_positive_int(chunk_size, "chunk_size", caller)
-    show_progress = format_flag(show_progress, "show_progress", caller)
-    n = int(images.shape[0])
-    image_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
-    fmask = format_image_feature_mask(feature_mask, image_shape, caller)
-    base = format_image_baselines(baselines, images, caller)
     device = model_device(model)
-    if isinstance(target, tuple):  # a sequence of classes, one per image (format_target takes lists)
-        target = list(target)
-    tgt = None if target is None else format_target(target, n, None, torch.device("cpu"), caller)
-    warn_if_training(model, caller)
+    n = int(images.shape[0])
+    batch_size = task.impl.batch_size
+    probs = predict_probabilities(model, images, task.caller, batch_size=batch_size)
+    tgt = probs.argmax(dim=1) if targets is None else targets.to("cpu", torch.long)
+    confidences = probs.gather(1, tgt.unsqueeze(1)).squeeze(1)
+    base = baselines if isinstance(baselines, float) else torch.broadcast_to(baselines, images.shape)
+    fmask = task.feature_mask.to(device)
+    d = int(task.feature_mask.max()) + 1
+    orders = np.zeros((n, d), dtype=smallest_uint(max(0, d - 1)))
+    values = np.zeros((n, d + 1), dtype=np.float64)
+    for start in range(0, n, task.chunk_size):
+        stop = min(n, start + task.chunk_size)
+        records = backselect_records(
+            model,
+            images[start:stop].to(device),
+            method=task.impl,
+            target=tgt[start:stop].to(device),
+            baselines=base if isinstance(base, float) else base[start:stop].to(device),
+            feature_mask=fmask,
+            threshold=task.threshold,
+            start_values=confidences[start:stop].log().to(device),  # known: no full-image pass
+            first_example=first_example + start,
+            caller=task.caller,
+        )
+        for j, rec in enumerate(records):
+            orders[start + j] = rec.order.cpu().numpy()
+            values[start + j] = rec.values.double().cpu().numpy()
+        if progress is not None:
+            progress(stop - start)
+    return {
+        "orders": orders,
+        "values": values,
+        "targets": tgt.numpy().astype(np.int64),
+        "confidences": confidences.numpy(),
+        "probabilities": probs.numpy(),
+    }
 
-    probs = predict_probabilities(model, images, caller, batch_size=batch_size)
-    if tgt is None:
-        tgt = probs.argmax(dim=1)
-    else:
-        check_label_range(tgt, int(probs.shape[1]), caller, param="target")
-    return _backward_selection(
-        model,
-        images,
-        impl=impl,
-        method=method,
-        baselines=base,
-        feature_mask=fmask,
-        targets=tgt,
-        confidences=probs.gather(1, tgt.unsqueeze(1)).squeeze(1),
-        chunk_size=chunk_size,
-        show_progress=show_progress,
-        device=device,
-        caller=caller,
-    )
+
+def _to_storage(arrays: dict[str, np.ndarray], scores_dtype: str) -> dict[str, np.ndarray]:
+    """The arrays of a shard in their storage dtypes (scores as asked, probabilities at least float32)."""
+    targets = arrays["targets"]
+    top = int(targets.max()) if targets.size else 0
+    return {
+        "orders": arrays["orders"],
+        "values": arrays["values"].astype(scores_dtype),
+        "targets": targets.astype(smallest_uint(top)),
+        "confidences": arrays["confidences"].astype(np.float64),
+        "probabilities": arrays["probabilities"].astype("float64" if scores_dtype == "float64" else "float32"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ preflight
+@torch.no_grad()
+def _check_model(model: nn.Module, probe: Tensor, caller: str) -> int:
+    """Run the model twice on a small probe batch: it must run, return floating-point ``(batch, classes)`` logits
+    and give the same outputs twice; warns if they look like probabilities. Returns the number of classes."""
+    try:
+        first = model(probe)
+    except Exception as err:  # any error of the user's model on this input means the data do not fit it
+        raise SISValueError(
+            f"The model passed to {caller} cannot run on the data: images of shape {tuple(probe.shape[1:])} "
+            f"(C, H, W) raised {type(err).__name__}: {_first_line(err)}. Check that the data fit the model "
+            "(channels, image size, normalisation)."
+        ) from err
+    check_logits(first, probe, caller)
+    second = model(probe)
+    check_deterministic(first, second, caller)
+    warn_if_probabilities(first, caller, stacklevel=4)
+    return int(first.shape[1])
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _probe(source: Source, baselines: float | Tensor) -> Tensor:
+    """A few images half-way to the baseline: in the model's input range, but none of the full images."""
+    images, _ = source.head(_PROBE_IMAGES)
+    base = baselines if isinstance(baselines, float) else torch.broadcast_to(baselines[: images.shape[0]], images.shape)
+    return (images + base) / 2 if isinstance(base, float) else (images + base.to(images.dtype)) / 2
+
+
+# ------------------------------------------------------------------------------------------------ the run
+@dataclass
+class _Run:
+    """A validated backward-selection run: the shards, where they come from and where they go."""
+
+    model: nn.Module
+    source: Source
+    task: _ShardTask
+    method: str
+    baselines: float | Tensor  # a number, or broadcastable to (N, C, H, W)
+    targets: Tensor | None
+    shard_size: int
+    scores_dtype: str
+    checkpoint_dir: str | os.PathLike[str] | None
+    backend: str
+    show_progress: bool
+
+    @property
+    def bounds(self) -> list[tuple[int, int]]:
+        return shard_bounds(self.source.n, self.shard_size)
+
+    def shard_baselines(self, start: int, stop: int) -> float | Tensor:
+        if isinstance(self.baselines, float):
+            return self.baselines
+        rows = self.baselines[start:stop] if self.baselines.shape[0] == self.source.n else self.baselines
+        return compact_tensor(rows).contiguous()
+
+    def identity(self) -> dict[str, Any]:
+        """What the results depend on (compared when a checkpoint is reopened)."""
+        from sis_attr import __version__
+
+        impl = self.task.impl
+        params: dict[str, Any] = {"feature_mask_sha256": tensor_sha256(self.task.feature_mask)}
+        if isinstance(impl, GradientMethod):
+            params.update(k=repr(impl.k), shortlist=impl.shortlist, refine=impl.refine, threshold=self.task.threshold)
+        if isinstance(self.baselines, float):
+            params["baselines"] = self.baselines
+        else:
+            params["baselines"] = {"sha256": tensor_sha256(compact_tensor(self.baselines))}
+        params["targets"] = "predicted" if self.targets is None else tensor_sha256(self.targets)
+        return {
+            "n_images": self.source.n,
+            "data": {"n_images": self.source.n, "image_shape": list(self.source.image_shape)},
+            "model": {
+                "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+                "state_dict_sha256": model_sha256(self.model),
+            },
+            "method": self.method,
+            "parameters": params,
+            "storage": {"scores_dtype": self.scores_dtype},
+            "package_version": __version__,
+        }
+
+
+def _execute(run: _Run, description: str) -> tuple[SelectionResult, Tensor]:
+    """Compute every shard not finished yet (locally or on Ray), then the result (and the full-image probabilities).
+
+    With a checkpoint directory every shard is written as it finishes and the result is read back from the
+    store, so an interrupted and resumed run returns exactly what an uninterrupted one does.
+    """
+    caller = run.task.caller
+    bounds = run.bounds
+    store = None
+    if run.checkpoint_dir is not None:
+        store = ShardStore.open(run.checkpoint_dir, run.identity(), shard_size=run.shard_size, caller=caller)
+    try:
+        finished = store.finished() if store is not None else {}
+        if store is not None:
+            store.write_array("feature_mask", run.task.feature_mask.numpy())
+        kept: dict[int, dict[str, np.ndarray]] = {}
+        hashes: dict[int, str] = {i: str(meta["data_sha256"]) for i, meta in finished.items()}
+        done = sum(stop - start for i, (start, stop) in enumerate(bounds) if i in finished)
+        with progress_bar(run.source.n, description, run.show_progress, unit="image") as bar:
+            bar.n = bar.last_print_n = bar.initial = done  # a resumed run: the rate counts this run's images only
+            bar.refresh()
+
+            def jobs() -> Iterator[tuple[int, Tensor, str]]:
+                """The shards to compute, read in order; finished shards are read to check their data."""
+                for i, (images, _) in enumerate(run.source.blocks(bounds)):
+                    digest = images_sha256(images) if store is not None else ""
+                    if i in finished:
+                        if digest != finished[i]["data_sha256"]:
+                            start, stop = bounds[i]
+                            raise SISValueError(
+                                f"{caller} will not mix results: images {start}..{stop - 1} differ from those the "
+                                f"checkpoint {str(run.checkpoint_dir)!r} was computed on (another data set, another "
+                                "order or another preprocessing). Use another checkpoint directory, or delete this "
+                                "one to start over."
+                            )
+                        continue
+                    yield i, images, digest
+
+            def finish(i: int, arrays: dict[str, np.ndarray], digest: str, seconds: float) -> None:
+                if store is not None:
+                    store.write(i, _to_storage(arrays, run.scores_dtype), data_sha256=digest, seconds=seconds)
+                    hashes[i] = digest
+                else:
+                    kept[i] = arrays
+
+            if run.backend == "ray":
+                from sis_attr.overinterpretation._ray import run_shards
+
+                run_shards(run, jobs(), finish, bar)
+            else:
+                for i, images, digest in jobs():
+                    start, stop = bounds[i]
+                    tick = time.perf_counter()
+                    targets = None if run.targets is None else run.targets[start:stop]
+                    arrays = _compute_shard(
+                        run.model, images, targets, run.shard_baselines(start, stop), run.task, start, bar.update
+                    )
+                    finish(i, arrays, digest, time.perf_counter() - tick)
+        if store is None:
+            meta = _StoreMeta(run.method, run.task.feature_mask, run.source.image_shape)
+            parts = [kept[i] for i in range(len(bounds))]
+            return meta.result(_concatenate(parts)), torch.from_numpy(_concatenate(parts)["probabilities"])
+        store.mark_complete([hashes[i] for i in range(len(bounds))])
+        return _load_store(store, caller)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _concatenate(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+@dataclass(frozen=True)
+class _StoreMeta:
+    """What turns shard arrays into a :class:`SelectionResult`."""
+
+    method: str
+    feature_mask: Tensor
+    image_shape: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, store: ShardStore) -> _StoreMeta:
+        identity = store.identity
+        mask = torch.from_numpy(store.read_array("feature_mask").astype(np.int64))
+        c, h, w = (int(v) for v in identity["data"]["image_shape"])
+        return cls(str(identity["method"]), mask, (c, h, w))
+
+    def result(self, arrays: dict[str, np.ndarray], first: int = 0) -> SelectionResult:
+        return SelectionResult(
+            records=_PackedRecords(arrays["orders"], arrays["values"], True, first),
+            targets=torch.from_numpy(arrays["targets"].astype(np.int64)),
+            confidences=torch.from_numpy(arrays["confidences"].astype(np.float64)),
+            n_features=int(self.feature_mask.max()) + 1,
+            method=self.method,
+            feature_mask=self.feature_mask,
+            image_shape=self.image_shape,
+        )
+
+
+def _require_complete(store: ShardStore, caller: str) -> None:
+    if not store.manifest.get("complete"):
+        missing = store.n_shards - len(store.finished())
+        raise SISValueError(
+            f"{caller}: the checkpoint {str(store.directory)!r} is not finished ({missing} of {store.n_shards} shards "
+            "missing). Rerun the computation with this checkpoint directory to finish it."
+        )
+
+
+def _load_store(store: ShardStore, caller: str) -> tuple[SelectionResult, Tensor]:
+    """The whole result of a finished store (read one shard at a time) and its full-image probabilities."""
+    _require_complete(store, caller)
+    meta = _StoreMeta.of(store)
+    parts = [arrays for _, _, arrays in store.iter_shards()]
+    arrays = _concatenate(parts)
+    return meta.result(arrays), torch.from_numpy(arrays["probabilities"].astype(np.float64))
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _format_scores_dtype(value: object, caller: str) -> str:
+    if value not in SCORE_DTYPES:
+        raise param_error("scores_dtype", caller, f"one of {', '.join(map(repr, SCORE_DTYPES))}", repr(value))
+    return str(value)
+
+
+def _format_backend(value: object, caller: str) -> str:
+    if value not in ("local", "ray"):
+        raise param_error("backend", caller, "'local' or 'ray'", repr(value))
+    return str(value)
+
+
+def _format_checkpoint(value: object, caller: str) -> str | os.PathLike[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or str(value) == "":
+        raise SISTypeError(f"The `checkpoint_dir` parameter of {caller} must be None or a path. Got {value!r} instead.")
+    return value
+
+
+def _default_shard_size(chunk_size: int) -> int:
+    """The smallest multiple of ``chunk_size`` holding at least 64 images (shards align with chunks)."""
+    return chunk_size * max(1, -(-_SHARD_IMAGES // chunk_size))
+
+
+def _format_image_source(data: object, caller: str, param: str, *, labels: bool) -> tuple[Source, Tensor | None]:
+    """A source of images (and labels): a validated tensor, or a Dataset/DataLoader read block by block."""
+    source = format_source(data, caller, param, labels=labels)
+    if source is not None:
+        return source, None
+    images = format_images(data, caller, param)
+    return TensorSource(images, None, caller, param), images
+
+
+def _format_baselines_for(baselines: object, source: Source, images: Tensor | None, caller: str) -> float | Tensor:
+    """Baselines checked against the images (a tensor source) or against their shape (a streamed source)."""
+    if images is not None:
+        return format_image_baselines(baselines, images, caller)
+    shape_only = torch.empty((), dtype=torch.float32).expand(source.n, *source.image_shape)
+    return format_image_baselines(baselines, shape_only, caller)
 
 
 def _backward_selection(
@@ -510,3 +862,159 @@ def _backward_selection(
         feature_mask=feature_mask,
         image_shape=(int(images.shape[1]), int(images.shape[2]), int(images.shape[3])),
     )
+
+
+# ------------------------------------------------------------------------------------------------ public door
+def backward_selection(
+    model: nn.Module,
+    images: Tensor | Dataset[Any] | DataLoader[Any],
+    *,
+    method: Literal["exact", "gradient"] = "exact",
+    baselines: float | Tensor | None = 0.0,
+    feature_mask: Literal["pixel"] | Tensor | None = "pixel",
+    target: int | Sequence[int] | Tensor | None = None,
+    k: int | float | str | AdaptiveK | AutoK = DEFAULT_K,
+    shortlist: int | None = None,
+    threshold: float | None = None,
+    batch_size: int = 256,
+    chunk_size: int = 64,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    shard_size: int | None = None,
+    scores_dtype: Literal["float64", "float32", "float16"] = "float32",
+    backend: Literal["local", "ray"] = "local",
+    show_progress: bool = True,
+) -> SelectionResult:
+    """Backward selection on every image, on the confidence of the predicted class (Carter et al., 3.3).
+
+    Each image is reduced feature by feature, always removing (setting to the baseline) the feature whose
+    removal leaves the confidence highest, until none remains. The record of every image is kept, so the
+    ``fraction`` of features removed last (the 5% pixel-subsets of the paper, :meth:`SelectionResult.keep_masks`)
+    and the SIS at any threshold (:meth:`SelectionResult.sis_sizes`) come without running the model again.
+
+    Images are processed in shards of ``shard_size`` images. With ``checkpoint_dir`` each shard is written to
+    disk as soon as it is finished (atomically, with a checksum); running the same call again skips the finished
+    shards, recomputes partial or corrupted ones and refuses to mix results of another model, data set, method or
+    parameters. ``backend="ray"`` runs the shards as Ray tasks (see :doc:`/howto_scale_out`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Classifier mapping ``(N, C, H, W)`` images to ``(N, classes)`` logits. It is only called: put it in eval
+        mode yourself (a warning is issued otherwise). Images follow the model's device. It must be
+        deterministic: it runs twice on a few inputs first, and outputs that differ are an error.
+    images : Tensor, Dataset or DataLoader
+        ``(N, C, H, W)`` float images in the model's input space; or a map-style
+        :class:`~torch.utils.data.Dataset` of images (or of ``(image, ...)`` tuples), or a
+        :class:`~torch.utils.data.DataLoader` over one in a fixed order, read one shard at a time (memory follows
+        the shard, not the data set).
+    method : {"exact", "gradient"}, default "exact"
+        ``"exact"``: exact BackSelect (``d (d + 1) / 2`` evaluations per image: 524,800 for a 32x32 image).
+        ``"gradient"``: :func:`sis_attr.functional.gradient_backselect`, removing ``k`` features per gradient
+        step, or with ``shortlist=M`` the exact choice among the ``M`` features the gradient ranks first.
+    baselines : float or Tensor, default 0.0
+        Value of removed features (0: the mean pixel of normalised data), broadcastable to ``images``; None
+        means 0, as in Captum. With a Dataset or DataLoader, one baseline for every image (broadcastable to
+        ``(1, C, H, W)``).
+    feature_mask : "pixel", None or Tensor, default "pixel"
+        ``"pixel"``: all channels of a pixel are one feature (the paper's choice). None: every element is a
+        feature. A tensor: integer group ids ``0..d-1`` of shape ``(H, W)``, ``(1 or C, H, W)`` or
+        ``(1, 1 or C, H, W)``, shared by all images.
+    target : None, int, sequence of int or Tensor, optional
+        Class explained per image; the predicted class when None (the paper's choice).
+    k : int, float, "adaptive", "auto", AdaptiveK or AutoK, default "auto"
+        With ``method="gradient"``: features removed per gradient step (an integer, a fraction of the remaining
+        features, or a schedule; see :func:`sis_attr.functional.gradient_backselect`). A fraction such as
+        ``0.2`` takes large steps while many features remain and single steps near the end, where the kept
+        subsets are decided; ``"adaptive"`` and ``"auto"`` steer by ``threshold``.
+    shortlist : int, optional
+        With ``method="gradient"``: choose each removal exactly among the ``shortlist`` features the gradient
+        ranks first (the gradient-screened exact hybrid).
+    threshold : float, optional
+        The SIS threshold that an adaptive or automatic ``k`` steers by (``k="adaptive"`` needs it); ignored
+        by the exact method.
+    batch_size : int, default 256
+        Masked images per forward pass.
+    chunk_size : int, default 64
+        Images per call of the backward-selection routine (bounds memory, sets progress granularity).
+    checkpoint_dir : str or os.PathLike, optional
+        Directory where each finished shard is written (created if needed); rerunning with it resumes. The
+        result is then read back from it, so a resumed run returns exactly what an uninterrupted one does.
+    shard_size : int, optional
+        Images per shard: the unit of checkpointing, of Ray tasks and of memory for streamed data. Default: the
+        smallest multiple of ``chunk_size`` holding at least 64 images.
+    scores_dtype : {"float32", "float16", "float64"}, default "float32"
+        Precision of the stored scores (log-probabilities) in ``checkpoint_dir``; orders are stored in the
+        smallest integer type that holds a feature id. float32 keeps about 7 significant digits.
+    backend : {"local", "ray"}, default "local"
+        ``"ray"`` runs each shard as a Ray task (``pip install 'sis-attr[ray]'``), one GPU per task where the
+        cluster has GPUs, with Ray's retries for failed workers; it joins the running Ray instance
+        (``ray.init(...)`` first) or starts a local one.
+    show_progress : bool, default True
+        Show a progress bar over images (done, rate and time left, across shards and workers).
+
+    Returns
+    -------
+    SelectionResult
+        Records, targets, confidences on the full images, feature mask and shapes (all on the CPU).
+
+    Raises
+    ------
+    SISValueError, SISTypeError
+        For invalid arguments (shapes, classes outside the model's outputs, unknown method...), a model whose
+        outputs differ between two identical calls, or a checkpoint directory holding other results.
+
+    Warns
+    -----
+    SISWarning
+        If the model is in training mode, or its outputs look like probabilities rather than logits.
+
+    Examples
+    --------
+    A two-class model with logits ``[0, sum of the pixels]`` (hand-checkable: removing a pixel of value ``v``
+    changes the logit by ``-v``):
+
+    >>> import torch
+    >>> from sis_attr.testing import SumGridClassifier
+    >>> image = torch.tensor([[[[1.0, 2.0], [0.5, -1.0]]]])
+    >>> sel = backward_selection(SumGridClassifier(), image, show_progress=False)
+    >>> sel.method, sel.n_features, sel.targets.tolist(), round(sel.confidences.item(), 3)  # sigmoid(2.5)
+    ('exact', 4, [1], 0.924)
+    >>> sel.records[0].order.tolist()  # the negative pixel goes first, the largest last
+    [3, 2, 0, 1]
+    >>> sel.keep_masks(0.25)[0, 0].tolist()  # the 5% subset of the paper, here 1 of 4 pixels
+    [[False, True], [False, False]]
+    >>> sel.sis_sizes(0.85).tolist(), sel.sis_sizes(0.9).tolist(), sel.sis_sizes(0.95).tolist()
+    ([1.0], [2.0], [nan])
+    """
+    caller = "backward_selection"
+    model = format_model(model, caller)
+    source, tensor_images = _format_image_source(images, caller, "images", labels=False)
+    impl = format_method(method, k=k, shortlist=shortlist, batch_size=batch_size, caller=caller)
+    t = None if threshold is None else format_threshold(threshold, caller)
+    chunk_size = format_positive_int(chunk_size, "chunk_size", caller)
+    shard = format_optional_positive_int(shard_size, "shard_size", caller)
+    show_progress = format_flag(show_progress, "show_progress", caller)
+    n = source.n
+    fmask = format_image_feature_mask(feature_mask, source.image_shape, caller)
+    base = _format_baselines_for(baselines, source, tensor_images, caller)
+    if isinstance(target, tuple):  # a sequence of classes, one per image (format_target takes lists)
+        target = list(target)
+    tgt = None if target is None else format_target(target, n, None, torch.device("cpu"), caller)
+    run = _Run(
+        model=model,
+        source=source,
+        task=_ShardTask(impl=impl, feature_mask=fmask, threshold=t, chunk_size=chunk_size, caller=caller),
+        method=str(method),
+        baselines=base,
+        targets=tgt,
+        shard_size=shard if shard is not None else _default_shard_size(chunk_size),
+        scores_dtype=_format_scores_dtype(scores_dtype, caller),
+        checkpoint_dir=_format_checkpoint(checkpoint_dir, caller),
+        backend=_format_backend(backend, caller),
+        show_progress=show_progress,
+    )
+    warn_if_training(model, caller)
+    n_classes = _check_model(model, _probe(source, base).to(model_device(model)), caller)
+    if tgt is not None:
+        check_label_range(tgt, n_classes, caller, param="target")
+    return _execute(run, f"Backward selection ({method})")[0]
