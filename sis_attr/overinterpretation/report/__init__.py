@@ -13,12 +13,19 @@ them). Nothing half-written looks complete: files are written to a hidden stagin
 place at the end, ``index.html`` last. Pages are rendered from jinja2 templates with autoescape, so every
 string that comes from data, labels or models is HTML-escaped. Rendering computes nothing.
 
-Modules, each importing only those above it:
+Every report states a verdict computed from its own numbers (:meth:`AuditReport.verdict`): the paper's three
+signs of overinterpretation with the paper's reference values, and the caveats of the audit (method, baseline,
+features, threshold, sample size). Every row of a summary has a one-line explanation.
 
-* :mod:`.results`: :class:`SISExamples`, :class:`AuditReport`, :func:`compare_summary` (data and text).
-* :mod:`.figures`: the matplotlib figures, drawn from results.
-* :mod:`.html` and ``templates/*.html.jinja``: the pages.
-* :mod:`.writer`: :func:`check_output_directory`, :func:`save_comparison`, the staged writing.
+Private modules, each importing only those above it:
+
+* ``_references``: the paper's reference values and measured SIS-size ratios of the gradient method.
+* ``_format``: numbers, percentages, class names, JSON.
+* ``_results``: :class:`SISExamples`, :class:`AuditReport`, :func:`compare_summary` (data and text); ``_verdict``:
+  what the numbers mean (imported lazily by ``_results``).
+* ``_figures``: the matplotlib figures, drawn from results.
+* ``_html`` and ``templates/*.html.jinja``: the pages.
+* ``_writer``: :func:`check_output_directory`, :func:`save_comparison`, the staged writing.
 """
 
 from __future__ import annotations

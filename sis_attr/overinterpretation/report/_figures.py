@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.overinterpretation.report._format import class_name
+from sis_attr.overinterpretation.report._format import class_name, fmt_signed
 from sis_attr.overinterpretation.report._results import AuditReport, SISExamples
 from sis_attr.overinterpretation.sis_size import MeanSISSizeCurve
 
@@ -213,6 +213,46 @@ def examples_figure(examples: SISExamples) -> Figure:
 
 
 # ------------------------------------------------------------------------------------------------ one report
+def draw_confidence_drop(report: AuditReport, ax: Axes) -> None:
+    """The histogram of confidence drops (``ConfidenceDrop.plot``), with readable ticks and legend."""
+    from matplotlib.ticker import MaxNLocator
+
+    drop = report.confidence
+    drop.plot(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3), useOffset=False)
+    handles, labels = ax.get_legend_handles_labels()
+    labels = [f"mean {fmt_signed(drop.mean)} (std {drop.std:.3f})" if lab.startswith("mean") else lab for lab in labels]
+    ax.legend(handles, labels, fontsize=8)
+    ax.set_xlabel("confidence on full image minus on its subset", fontsize=9)
+
+
+def frame_size_curve(ax: Axes, curves: list[MeanSISSizeCurve]) -> None:
+    """Start the y-axis of a SIS-size curve at 0 (no zoom onto a flat line); note bands of zero width."""
+    tops = [float(v) for c in curves for part in (c.mean, c.ci_high) for t in part.values() for v in t.tolist()]
+    finite = [v for v in tops if math.isfinite(v)]
+    top = max(finite) if finite else 1.0
+    ax.set_ylim(0.0, max(1.3 * top, 0.01))
+    flat = [
+        name
+        for c in curves
+        for name in c.mean
+        if all(
+            math.isfinite(lo) and math.isfinite(hi) and hi - lo < 1e-9
+            for lo, hi in zip(c.ci_low[name].tolist(), c.ci_high[name].tolist(), strict=True)
+        )
+    ]
+    if flat:
+        ax.text(
+            0.02,
+            0.03,
+            "no band: every SIS the same size (" + ", ".join(flat) + ")",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="#555555",
+        )
+
+
 def _single(draw: Callable[[Axes], object], size: tuple[float, float] = (5.0, 3.8)) -> Callable[[], Figure]:
     def make() -> Figure:
         fig = new_figure(*size)
@@ -282,7 +322,7 @@ def report_figures(report: AuditReport) -> list[FigureSpec]:
             "confidence_drop.png",
             "Confidence of the predicted class on the full image minus on its backward-selection subset "
             "(negative: more confident on the subset). Paper Section 4.1.",
-            _single(report.confidence.plot),
+            _single(lambda ax: draw_confidence_drop(report, ax)),
         ),
     ]
     curve = report.sis_size_curve
@@ -292,12 +332,13 @@ def report_figures(report: AuditReport) -> list[FigureSpec]:
         def draw_curve(ax: Axes) -> None:
             labelled.plot(ax)
             ax.set_title("Mean SIS size vs threshold")
+            frame_size_curve(ax, [labelled])
 
         specs.append(
             FigureSpec(
                 "sis_size_curve.png",
-                "Mean SIS size (fraction of the input) against the threshold, with 95% confidence interval. "
-                "Paper Figure 6.",
+                "Mean SIS size (fraction of the input) against the threshold, with its 95% confidence interval "
+                "shaded (a line without a band: every SIS has the same size). Paper Figure 6.",
                 _single(draw_curve),
             )
         )
@@ -331,9 +372,11 @@ def comparison_figures(reports: Mapping[str, AuditReport]) -> list[FigureSpec]:
 
         def draw_curves(fig: Figure) -> None:
             ax = fig.add_subplot(1, 1, 1)
-            for name, curve in curves.items():
-                _labelled_curve(curve, name, reports[name].accuracy).plot(ax)
+            labelled = [_labelled_curve(curve, name, reports[name].accuracy) for name, curve in curves.items()]
+            for curve in labelled:
+                curve.plot(ax)
             ax.set_title("Mean SIS size vs threshold (legend: accuracy)")
+            frame_size_curve(ax, labelled)
 
         specs.append(
             FigureSpec(

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["class_name", "fmt_num", "fmt_pct", "json_safe"]
+__all__ = ["class_name", "fmt_num", "fmt_pct", "fmt_signed", "json_safe"]
 
 
 def fmt_pct(x: float | None, digits: int = 1) -> str:
@@ -19,6 +19,15 @@ def fmt_pct(x: float | None, digits: int = 1) -> str:
 def fmt_num(x: float | None, digits: int = 2) -> str:
     """``1.234`` -> ``"1.23"``; None or NaN -> ``"n/a"``."""
     return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def fmt_signed(x: float | None, digits: int = 3) -> str:
+    """``-0.0351`` -> ``"-0.035"``, ``0.2`` -> ``"+0.200"``; a value that rounds to zero is ``"0.000"`` (never
+    ``"-0.000"``); None or NaN -> ``"n/a"``."""
+    if x is None or math.isnan(x):
+        return "n/a"
+    value = round(x, digits)
+    return f"{0.0:.{digits}f}" if value == 0 else f"{value:+.{digits}f}"
 
 
 def class_name(class_names: Sequence[str], index: int) -> str:

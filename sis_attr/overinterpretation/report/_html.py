@@ -15,7 +15,14 @@ from typing import Any
 import jinja2
 
 from sis_attr.overinterpretation.report._format import class_name
-from sis_attr.overinterpretation.report._results import AuditReport, SISExamples, comparison_rows
+from sis_attr.overinterpretation.report._results import (
+    AuditReport,
+    SISExamples,
+    comparison_table,
+    is_warning_note,
+    summary_table,
+)
+from sis_attr.overinterpretation.report._verdict import Verdict, verdict
 
 __all__: list[str] = []  # rendering internals: the public doors are AuditReport.save and save_comparison
 
@@ -44,8 +51,48 @@ def _figure(path: str, caption: str) -> dict[str, str]:
     return {"path": path, "caption": caption}
 
 
-def _rows(rows: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"label": label.strip(), "value": value} for label, value in rows]
+def _rows(rows: Sequence[tuple[str, str]] | Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
+    return [{"label": row[0].strip(), "value": row[1], "explain": row[2] if len(row) > 2 else ""} for row in rows]
+
+
+_WARNING_TITLES = {
+    "UninformativeBaselineWarning": "some SIS are empty: the baseline alone keeps the prediction at the threshold, "
+    "so it carries evidence for the class and is a poor stand-in for missing pixels.",
+    "SISWarning": "the audit noticed something that may affect its numbers.",
+}
+
+_DOUBLE_NEGATIVE = "the baseline is not uninformative to this model"
+
+
+def _note(text: str, model: str | None = None) -> dict[str, Any]:
+    """A note as the templates show it: a warning (red, with a plain title) or a description of the model."""
+    if not is_warning_note(text):
+        return {"warning": False, "model": model, "text": text, "title": ""}
+    kind, _, message = text.partition(": ")
+    message = message.replace(_DOUBLE_NEGATIVE, "the baseline itself carries evidence for the class")
+    title = _WARNING_TITLES.get(kind, "something in the audit may affect its numbers.")
+    return {"warning": True, "model": model, "text": f"{kind}: {message}", "title": title}
+
+
+_MARKS = {True: ("present", "yes"), False: ("absent", "no"), None: ("unknown", "n/a")}
+
+
+def _verdict(v: Verdict) -> dict[str, Any]:
+    return {
+        "level_class": v.level.replace(" ", "-"),
+        "headline": v.headline,
+        "signs": [
+            {
+                "state": _MARKS[s.present][0],
+                "mark": _MARKS[s.present][1],
+                "title": s.title,
+                "observed": s.observed,
+                "reference": s.reference,
+            }
+            for s in v.signs
+        ],
+        "caveats": list(v.caveats),
+    }
 
 
 def _examples(ex: SISExamples) -> list[dict[str, str]]:
@@ -64,7 +111,7 @@ def _examples(ex: SISExamples) -> list[dict[str, str]]:
     ]
 
 
-def report_page(report: AuditReport, figures: Sequence[tuple[str, str]]) -> str:
+def report_page(report: AuditReport, figures: Sequence[tuple[str, str]], back: Mapping[str, str] | None = None) -> str:
     """The ``index.html`` of one report.
 
     Parameters
@@ -73,6 +120,8 @@ def report_page(report: AuditReport, figures: Sequence[tuple[str, str]]) -> str:
     figures : sequence of (str, str)
         ``(path relative to index.html, caption)`` of every figure written; ``figures/examples.png`` is shown
         with the examples, the others under "Figures".
+    back : mapping, optional
+        ``{"href": ..., "text": ...}``: a link back to the page this report belongs to (a comparison).
     """
     captions = dict(figures)
     settings = [(str(k), str(v)) for k, v in report.settings.items()]
@@ -80,8 +129,10 @@ def report_page(report: AuditReport, figures: Sequence[tuple[str, str]]) -> str:
     return _render(
         "report.html.jinja",
         title=f"Overinterpretation audit: {report.name}",
-        notes=list(report.notes),
-        summary=_rows(report.summary_rows()),
+        back=dict(back) if back is not None else None,
+        notes=[_note(n) for n in report.notes],
+        verdict=_verdict(verdict(report)),
+        summary=_rows(summary_table(report)),
         threshold=f"{report.threshold:g}",
         examples_figure=(_figure(EXAMPLES_FIGURE, captions[EXAMPLES_FIGURE]) if EXAMPLES_FIGURE in captions else None),
         examples=_examples(report.examples),
@@ -108,6 +159,7 @@ def comparison_page(
                 f"{directories[name]}/{EXAMPLES_FIGURE}",
                 f"{name}: images, their SIS alone and the SIS location (threshold {r.threshold:g}).",
             ),
+            "headline": verdict(r).headline,
         }
         for name, r in reports.items()
     ]
@@ -115,8 +167,10 @@ def comparison_page(
         "comparison.html.jinja",
         title=title,
         description=description or "",
-        notes=[{"model": name, "text": note} for name, r in reports.items() for note in r.notes],
+        notes=[_note(note, name) for name, r in reports.items() for note in r.notes],
         models=models,
-        rows=[{"label": label, "cells": cells} for label, cells in comparison_rows(reports)],
+        rows=[
+            {"label": label, "cells": cells, "explain": explain} for label, cells, explain in comparison_table(reports)
+        ],
         figures=[_figure(path, caption) for path, caption in figures],
     )

@@ -7,7 +7,9 @@ These are plain data with headline numbers, a text summary and ``to_dict()``. Dr
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +22,8 @@ from sis_attr.exceptions import SISTypeError
 from sis_attr.overinterpretation.accuracy import SubsetAccuracy
 from sis_attr.overinterpretation.confidence import ConfidenceDrop
 from sis_attr.overinterpretation.heatmap import LocationHeatmap
-from sis_attr.overinterpretation.report._format import class_name, fmt_num, fmt_pct, json_safe
+from sis_attr.overinterpretation.report import _references as ref
+from sis_attr.overinterpretation.report._format import class_name, fmt_num, fmt_pct, fmt_signed, json_safe
 from sis_attr.overinterpretation.selection import SelectionResult
 from sis_attr.overinterpretation.sis_size import MeanSISSizeCurve, SISSizeStatistics
 
@@ -227,8 +230,10 @@ class AuditReport:
     ...     index = report.save(Path(tmp) / "report")
     ...     sorted(p.name for p in index.parent.iterdir() if not p.name.startswith("."))
     ['figures', 'index.html', 'report.json', 'selection.pt']
-    >>> print(compare_summary({"a": report, "b": report}).splitlines()[3])  # doctest: +NORMALIZE_WHITESPACE
+    >>> print(compare_summary({"a": report, "b": report}).splitlines()[4])  # doctest: +NORMALIZE_WHITESPACE
       accuracy (full images)  100.0%  100.0%
+    >>> report.verdict()["signs"][0]["key"]
+    'sparse_sis'
     """
 
     name: str
@@ -315,57 +320,54 @@ class AuditReport:
 
     def summary_rows(self) -> list[tuple[str, str]]:
         """(label, value) rows of the plain-text and HTML summaries (labels may start with spaces to indent)."""
-        t = self.threshold
-        st = self.sis_sizes[t]
-        c, h, w = self.selection.image_shape
-        feature_kind = self.settings.get("features", "features")
-        rows = [
-            ("images", f"{self.n_images} of {c}x{h}x{w}, {self.n_features} {feature_kind}"),
-            ("method", f"{self.selection.method} backward selection, baseline {self.settings.get('baseline', '?')}"),
-            ("accuracy (full images)", fmt_pct(self.accuracy)),
-            (f"confident (>= {t:g})", f"{self.n_confident} images ({fmt_pct(self.n_confident / self.n_images)})"),
-            (
-                f"mean SIS size @ {t:g}",
-                f"{fmt_num(st.mean_size, 1)} features ({fmt_pct(st.mean_fraction)} of the input)",
-            ),
-            (
-                "  correct / misclassified",
-                f"{fmt_num(st.mean_size_correct, 1)} / {fmt_num(st.mean_size_misclassified, 1)} features "
-                f"({st.n_correct} / {st.n_misclassified} images)",
-            ),
-            (
-                f"{self.fraction:.0%} subsets ({self.subset_features} feat.)",
-                f"accuracy {fmt_pct(self.subset_accuracy.backselect)} backward selection, "
-                f"{fmt_pct(self.subset_accuracy.random)} random (chance {fmt_pct(self.subset_accuracy.chance)})",
-            ),
-            (
-                "confidence drop (BS subsets)",
-                f"mean {self.confidence.mean:+.3f} (std {self.confidence.std:.3f}), "
-                f"same prediction {fmt_pct(self.confidence.agreement)}",
-            ),
-        ]
-        if self.heatmap is not None:
-            r, col = self.heatmap.peak()
-            freq = float(self.heatmap.frequency[r, col])
-            rows.append(("SIS location peak", f"row {r}, column {col} (in {fmt_pct(freq)} of the SIS)"))
-        sr, sc = self.subset_heatmap.peak()
-        rows.append(
-            (
-                "subset location peak",
-                f"row {sr}, column {sc} (in {fmt_pct(float(self.subset_heatmap.frequency[sr, sc]))} of the subsets)",
-            )
-        )
-        for key, value in self.metrics.items():
-            rows.append((key, fmt_pct(value)))
-        return rows
+        return [(label, value) for label, value, _ in summary_table(self)]
+
+    def verdict(self) -> dict[str, Any]:
+        """What this report's numbers say, with the paper's reference values and the caveats of this audit.
+
+        Three signs of overinterpretation that Carter et al. observed on CIFAR-10 CNNs are checked on the
+        report's own numbers: tiny SIS (a mean SIS of at most 5% of the input), subsets that suffice (the
+        ``fraction`` backward-selection subsets keep at least 90% of the full-image accuracy while random subsets
+        stay near chance), and a model as confident on those subsets as on the full images (mean confidence drop
+        at most 0.05). The caveats say what limits the comparison with the paper: the method and its measured
+        SIS-size ratio to exact selection, the baseline, the features, the threshold and the sample size.
+        Computed from the stored results: no model call.
+
+        Returns
+        -------
+        dict
+            ``"level"`` (``"strong signs"``, ``"signs"``, ``"one sign"``, ``"no sign"`` or ``"cannot tell"``),
+            ``"headline"`` (one sentence), ``"signs"`` (per sign: ``"key"``, ``"title"``, ``"present"`` (True,
+            False or None when it cannot be told), ``"observed"``, ``"reference"``) and ``"caveats"`` (sentences).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from sis_attr.overinterpretation import audit
+        >>> from sis_attr.testing import TinyConvNet
+        >>> model = TinyConvNet(in_channels=1, classes=3)
+        >>> images = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> report = audit(model, (images, model(images).argmax(dim=1)), threshold=0.4, show_progress=False)
+        >>> v = report.verdict()
+        >>> [s["key"] for s in v["signs"]]
+        ['sparse_sis', 'subsets_suffice', 'confidence_kept']
+        >>> v["level"] in ("strong signs", "signs", "one sign", "no sign", "cannot tell")
+        True
+        """
+        from sis_attr.overinterpretation.report._verdict import verdict
+
+        return verdict(self).to_dict()
 
     def summary(self) -> str:
         """A plain-text table of the headline numbers (also ``str(report)``)."""
+        from sis_attr.overinterpretation.report._verdict import verdict
+
         rows = self.summary_rows()
         width = max(len(k) for k, _ in rows)
         lines = [f"Overinterpretation audit: {self.name}"]
         lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
-        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  {'warning' if is_warning_note(n) else 'note'}: {n}" for n in self.notes]
+        lines += verdict(self).lines()
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -400,6 +402,7 @@ class AuditReport:
                 "subset_heatmap": self.subset_heatmap.to_dict(),
                 "examples": self.examples.to_dict(),
                 "sis_size_curve": None if self.sis_size_curve is None else self.sis_size_curve.to_dict(),
+                "verdict": self.verdict(),
             }
         )
 
@@ -431,6 +434,110 @@ class AuditReport:
         return write_report(self, directory, caller="AuditReport.save")
 
 
+_WARNING_NOTE = re.compile(r"^[A-Z][A-Za-z0-9_]*Warning: ")
+
+
+def is_warning_note(note: str) -> bool:
+    """Whether a note of a report is a warning issued during the audit (``"SISWarning: ..."``)."""
+    return bool(_WARNING_NOTE.match(note))
+
+
+def describe_method(report: AuditReport) -> str:
+    """``"exact backward selection"`` or ``"gradient backward selection (k=0.05, shortlist=16)"``."""
+    method = str(report.settings.get("method", report.selection.method))
+    if method != "gradient":
+        return f"{method} backward selection"
+    k, shortlist = report.settings.get("k", "?"), report.settings.get("shortlist")
+    return f"gradient backward selection (k={k}, shortlist={shortlist})"
+
+
+def _drop_text(report: AuditReport) -> str:
+    drop = report.confidence
+    if math.isnan(drop.mean):
+        return "n/a"
+    if round(drop.mean, 3) == 0 and round(drop.std, 3) == 0:
+        spread = "no change on any image"
+    else:
+        spread = f"std {drop.std:.3f}"
+    return f"mean {fmt_signed(drop.mean)} ({spread}), same prediction {fmt_pct(drop.agreement)}"
+
+
+def summary_table(report: AuditReport) -> list[tuple[str, str, str]]:
+    """(label, value, one-line explanation) rows of a report's summary (labels may start with spaces to indent)."""
+    t = report.threshold
+    st = report.sis_sizes[t]
+    c, h, w = report.selection.image_shape
+    feature_kind = report.settings.get("features", "features")
+    pct = f"{report.fraction:.0%}"
+    p = ref.PAPER_RESNET20
+    rows = [
+        (
+            "images",
+            f"{report.n_images} of {c}x{h}x{w}, {report.n_features} {feature_kind}",
+            "What was audited: the features are the units that backward selection removes one at a time.",
+        ),
+        (
+            "method",
+            f"{describe_method(report)}, baseline {report.settings.get('baseline', '?')}",
+            "How images were reduced, and the value removed features took (the paper: the mean pixel).",
+        ),
+        ("accuracy (full images)", fmt_pct(report.accuracy), "Accuracy on the unmasked images."),
+        (
+            f"confident (>= {t:g})",
+            f"{report.n_confident} images ({fmt_pct(report.n_confident / report.n_images)})",
+            f"Images classified with confidence of at least {t:g}: only these have an SIS.",
+        ),
+        (
+            f"mean SIS size @ {t:g}",
+            f"{fmt_num(st.mean_size, 1)} features ({fmt_pct(st.mean_fraction)} of the input)",
+            "The smallest sets of features that alone keep the prediction at the threshold; the paper's CIFAR-10 "
+            f"CNNs need under {ref.PAPER_SIS_FRACTION:.0%} of the pixels at {ref.PAPER_THRESHOLD:g}.",
+        ),
+        (
+            "  correct / misclassified",
+            f"{fmt_num(st.mean_size_correct, 1)} / {fmt_num(st.mean_size_misclassified, 1)} features "
+            f"({st.n_correct} / {st.n_misclassified} images)",
+            "Smaller SIS on misclassified images than on correct ones is a warning sign (paper, Figure 5).",
+        ),
+        (
+            f"{pct} subsets ({report.subset_features} feat.)",
+            f"accuracy {fmt_pct(report.subset_accuracy.backselect)} backward selection, "
+            f"{fmt_pct(report.subset_accuracy.random)} random (chance {fmt_pct(report.subset_accuracy.chance)})",
+            f"Accuracy when only the {pct} of features kept last by backward selection (BS subsets) are shown, "
+            f"against {pct} chosen at random (paper, ResNet20: {fmt_pct(p['backselect'])} against "
+            f"{fmt_pct(p['random'])}).",
+        ),
+        (
+            "confidence drop (BS subsets)",
+            _drop_text(report),
+            "Confidence on the full image minus on its BS subset: near zero or negative means the model is as sure "
+            f"with {pct} of the input (paper, ResNet20: {p['confidence_drop']:+.3f}).",
+        ),
+    ]
+    if report.heatmap is not None:
+        r, col = report.heatmap.peak()
+        freq = float(report.heatmap.frequency[r, col])
+        rows.append(
+            (
+                "SIS location peak",
+                f"row {r}, column {col} (in {fmt_pct(freq)} of the SIS)",
+                "The position that belongs to the most SIS: evidence on the borders or on one spot instead of the "
+                "object is a warning sign (see the heatmap).",
+            )
+        )
+    sr, sc = report.subset_heatmap.peak()
+    rows.append(
+        (
+            "subset location peak",
+            f"row {sr}, column {sc} (in {fmt_pct(float(report.subset_heatmap.frequency[sr, sc]))} of the subsets)",
+            "The same for the BS subsets.",
+        )
+    )
+    for key, value in report.metrics.items():
+        rows.append((key, fmt_pct(value), "A measurement supplied with the report."))
+    return rows
+
+
 def check_reports(reports: object, caller: str) -> dict[str, AuditReport]:
     """``reports`` as a dict, or :class:`SISTypeError` unless it is a non-empty mapping of names to reports."""
     if not isinstance(reports, Mapping) or not reports:
@@ -447,43 +554,79 @@ def check_reports(reports: object, caller: str) -> dict[str, AuditReport]:
     return dict(reports)
 
 
-def comparison_rows(reports: Mapping[str, AuditReport]) -> list[tuple[str, list[str]]]:
-    """(label, one cell per report) rows of the plain-text and HTML comparisons."""
+def comparison_table(reports: Mapping[str, AuditReport]) -> list[tuple[str, list[str], str]]:
+    """(label, one cell per report, one-line explanation) rows of the plain-text and HTML comparisons."""
+    from sis_attr.overinterpretation.report._verdict import verdict
+
     first = next(iter(reports.values()))
     t = first.threshold
-    rows: list[tuple[str, list[str]]] = [
-        ("images audited", [str(r.n_images) for r in reports.values()]),
-        ("accuracy (full images)", [fmt_pct(r.accuracy) for r in reports.values()]),
-        (f"confident (>= {t:g})", [fmt_pct(r.n_confident / r.n_images) for r in reports.values()]),
+    pct = f"{first.fraction:.0%}"
+    values = list(reports.values())
+
+    def peak(r: AuditReport) -> str:
+        if r.heatmap is None:
+            return "n/a"
+        row, col = r.heatmap.peak()
+        return f"row {row}, col {col}: {fmt_pct(float(r.heatmap.frequency[row, col]))}"
+
+    rows: list[tuple[str, list[str], str]] = [
+        ("images audited", [str(r.n_images) for r in values], "Images each model was audited on."),
+        (
+            "method",
+            [describe_method(r) for r in values],
+            "How the images were reduced; compare models only with the same method and settings.",
+        ),
+        ("accuracy (full images)", [fmt_pct(r.accuracy) for r in values], "Accuracy on the unmasked images."),
+        (
+            f"confident (>= {t:g})",
+            [fmt_pct(r.n_confident / r.n_images) for r in values],
+            f"Share of images classified with confidence of at least {t:g}: only these have an SIS.",
+        ),
         (
             f"mean SIS size @ {t:g}",
-            [f"{fmt_num(r.mean_sis_size, 1)} ({fmt_pct(r.mean_sis_fraction)})" for r in reports.values()],
+            [f"{fmt_num(r.mean_sis_size, 1)} ({fmt_pct(r.mean_sis_fraction)})" for r in values],
+            "Features (and share of the input) that alone keep the prediction: smaller means the model needs "
+            "less of the image.",
         ),
         (
-            f"accuracy on {first.fraction:.0%} BS subsets",
-            [fmt_pct(r.subset_accuracy.backselect) for r in reports.values()],
+            f"accuracy on {pct} BS subsets",
+            [fmt_pct(r.subset_accuracy.backselect) for r in values],
+            f"Accuracy when only the {pct} of pixels kept last by backward selection (BS) are shown.",
         ),
         (
-            f"accuracy on {first.fraction:.0%} random subsets",
-            [fmt_pct(r.subset_accuracy.random) for r in reports.values()],
+            f"accuracy on {pct} random subsets",
+            [fmt_pct(r.subset_accuracy.random) for r in values],
+            f"The control: {pct} of pixels chosen at random.",
         ),
-        ("mean confidence drop (BS subsets)", [f"{r.confidence.mean:+.3f}" for r in reports.values()]),
         (
-            "SIS location peak (row, col)",
-            [
-                "n/a"
-                if r.heatmap is None
-                else "({}, {}) {}".format(*r.heatmap.peak(), fmt_pct(float(r.heatmap.frequency[r.heatmap.peak()])))
-                for r in reports.values()
-            ],
+            "mean confidence drop (BS subsets)",
+            [fmt_signed(r.confidence.mean) for r in values],
+            "Confidence on full images minus on BS subsets: near zero or negative means as sure on the subsets.",
+        ),
+        (
+            "SIS location peak",
+            [peak(r) for r in values],
+            "The position in the most SIS, and the share of SIS that contain it.",
         ),
     ]
     keys: list[str] = []
-    for r in reports.values():
+    for r in values:
         keys += [k for k in r.metrics if k not in keys]
     for key in keys:
-        rows.append((key, [fmt_pct(r.metrics.get(key)) for r in reports.values()]))
+        rows.append((key, [fmt_pct(r.metrics.get(key)) for r in values], "A measurement supplied with the report."))
+    rows.append(
+        (
+            "verdict",
+            [verdict(r).short for r in values],
+            "How many of the paper's three signs of overinterpretation each model shows (see its report).",
+        )
+    )
     return rows
+
+
+def comparison_rows(reports: Mapping[str, AuditReport]) -> list[tuple[str, list[str]]]:
+    """(label, one cell per report) rows of the plain-text and HTML comparisons."""
+    return [(label, cells) for label, cells, _ in comparison_table(reports)]
 
 
 def compare_summary(reports: Mapping[str, AuditReport]) -> str:

@@ -192,15 +192,15 @@ def _write_json(path: Path, payload: Mapping[str, object]) -> None:
     path.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False), encoding="utf-8")
 
 
-def _write_report_files(report: AuditReport, staging: Path) -> None:
-    """Write every file of ``report`` into ``staging`` (index.html last)."""
+def _write_report_files(report: AuditReport, staging: Path, back: Mapping[str, str] | None = None) -> None:
+    """Write every file of ``report`` into ``staging`` (index.html last); ``back`` links to a parent page."""
     written = _write_figures(_figures.report_figures(report), staging / "figures")
     report.selection.save(staging / "selection.pt")
     _write_json(
         staging / "report.json", {"generator": "sis_attr", "format_version": FORMAT_VERSION, "report": report.to_dict()}
     )
     (staging / MARKER).touch()
-    (staging / "index.html").write_text(_html.report_page(report, written), encoding="utf-8")
+    (staging / "index.html").write_text(_html.report_page(report, written, back), encoding="utf-8")
 
 
 def write_report(report: AuditReport, directory: str | os.PathLike[str], *, caller: str) -> Path:
@@ -275,7 +275,7 @@ def save_comparison(
         for name, report in reports.items():
             sub = staging / slugs[name]
             sub.mkdir()
-            _write_report_files(report, sub)
+            _write_report_files(report, sub, back={"href": "../index.html", "text": f"{title}: all models"})
         written = _write_figures(_figures.comparison_figures(reports), staging / "figures")
         _write_json(
             staging / "comparison.json",

@@ -114,3 +114,20 @@ def test_curve_figure_only_when_the_report_holds_a_curve(
     both = figures.comparison_figures({"a": report_with_curve, "b": with_curve(other)})
     curve = next(s for s in both if s.filename == "sis_size_curve.png").draw()
     assert [t.get_text() for t in curve.axes[0].get_legend().get_texts()] == ["a (1.000)", f"b ({other.accuracy:.3f})"]
+
+
+def test_size_curve_starts_at_zero_and_says_when_its_band_is_flat(report_with_curve: AuditReport) -> None:
+    """MarkReader's SIS are all one pixel: a flat line at 1/64, drawn from 0 with a note instead of a band."""
+    spec = next(s for s in figures.report_figures(report_with_curve) if s.filename == "sis_size_curve.png")
+    ax = spec.draw().axes[0]
+    low, high = ax.get_ylim()
+    assert low == 0.0 and high >= 1.3 / 64
+    assert any("no band: every SIS the same size" in t.get_text() for t in ax.texts)
+
+
+def test_confidence_histogram_has_few_ticks_and_no_minus_zero(report: AuditReport) -> None:
+    spec = next(s for s in figures.report_figures(report) if s.filename == "confidence_drop.png")
+    ax = spec.draw().axes[0]
+    assert len(ax.get_xticks()) <= 7
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "mean 0.000 (std 0.000)"

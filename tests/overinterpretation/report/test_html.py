@@ -13,6 +13,7 @@ import markupsafe
 import sis_attr
 from sis_attr.overinterpretation.report import AuditReport, save_comparison
 from sis_attr.overinterpretation.report import _html as html
+from sis_attr.overinterpretation.report import _results as results
 from tests.overinterpretation.report.helpers import EVIL
 
 SCRIPT = "<script>alert(1)</script>"
@@ -81,9 +82,52 @@ def test_autoescape_on_report_and_comparison_pages(report: AuditReport, other: A
 def test_report_page_layout(report: AuditReport, tmp_path: Path) -> None:
     text = report.save(tmp_path / "r").read_text(encoding="utf-8")
     headings = re.findall(r"<h2>([^<]+)</h2>", text)
-    assert headings == ["Summary", "Sufficient input subsets", "Figures", "Settings"]
+    assert headings == ["Verdict", "Summary", "Sufficient input subsets", "Figures", "Settings"]
     # the examples figure sits with its table, before the other figures
     assert text.index('src="figures/examples.png"') < text.index("<th>image #</th>") < text.index("<h2>Figures</h2>")
     assert text.count('src="figures/examples.png"') == 1
-    for label, value in report.summary_rows():
-        assert f"<tr><th>{markupsafe.escape(label.strip())}</th><td>{markupsafe.escape(value)}</td></tr>" in text
+    for label, value, explain in results.summary_table(report):
+        cell = f'<th>{markupsafe.escape(label.strip())}<span class="explain">{markupsafe.escape(explain)}</span></th>'
+        assert f"<tr>{cell}<td>{markupsafe.escape(value)}</td></tr>" in text
+    assert text.index("<h2>Verdict</h2>") < text.index("<h2>Summary</h2>")
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in text
+
+
+def test_every_summary_row_has_a_one_line_explanation(report: AuditReport, other: AuditReport) -> None:
+    for rows in (results.summary_table(report), results.comparison_table({"a": report, "b": other})):
+        for row in rows:
+            explain = row[-1]
+            assert explain and "\n" not in explain and explain.endswith("."), row
+    labels = [label for label, _, _ in results.comparison_table({"a": report, "b": other})]
+    assert labels[1] == "method" and labels[-1] == "verdict"
+
+
+def test_warnings_look_like_warnings_and_descriptions_do_not(report: AuditReport, tmp_path: Path) -> None:
+    warned = dataclasses.replace(
+        report,
+        notes=(
+            "Trained on digits with a planted mark.",
+            "UninformativeBaselineWarning: 2 of 10 images keep a confidence of at least 0.99 with every feature "
+            "removed, so their SIS are empty: the baseline is not uninformative to this model. Use another baseline.",
+        ),
+    )
+    text = warned.save(tmp_path / "r").read_text(encoding="utf-8")
+    assert '<p class="about"><b>About this model:</b> Trained on digits with a planted mark.</p>' in text
+    warning = re.search(r'<p class="warning" role="note">(.*?)</p>', text, re.S)
+    assert warning is not None and "Warning:" in warning.group(1) and "some SIS are empty" in warning.group(1)
+    assert "not uninformative" not in text and "carries evidence for the class" in text
+    assert "warning: UninformativeBaselineWarning" in warned.summary()
+    assert "note: Trained on digits" in warned.summary()
+
+
+def test_comparison_links_each_report_back_and_states_the_settings(
+    report: AuditReport, other: AuditReport, tmp_path: Path
+) -> None:
+    index = save_comparison({"marks": report, "linear": other}, tmp_path / "c", title="Two models")
+    text = index.read_text(encoding="utf-8")
+    assert "<th>method" in text and text.count("exact backward selection") >= 2
+    assert "<h2>Verdicts</h2>" in text and str(markupsafe.escape(report.verdict()["headline"])) in text
+    for sub in ("marks", "linear"):
+        page = (tmp_path / "c" / sub / "index.html").read_text(encoding="utf-8")
+        assert page.count('<a href="../index.html">&larr; Two models: all models</a>') == 2
+    assert 'href="../index.html"' not in report.save(tmp_path / "alone").read_text(encoding="utf-8")
