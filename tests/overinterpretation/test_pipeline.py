@@ -6,6 +6,7 @@ import json
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -410,3 +411,100 @@ def test_plant_shortcut_does_not_change_input() -> None:
     with pytest.raises(SISValueError, match="labels"):
         plant_shortcut(images, torch.tensor([10, 0]))
     assert math.isnan(float("nan"))
+
+
+# ------------------------------------------------------------------------------------------------ robustness (issue 9)
+class AlwaysDropout(nn.Module):
+    """Dropout applied even in eval mode (``F.dropout(training=True)``): a nondeterministic model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(nn.functional.dropout(x, p=0.5, training=True))
+
+
+def test_nondeterministic_model_is_refused_before_any_work() -> None:
+    model = AlwaysDropout().eval()
+    with pytest.raises(SISValueError, match=r"not deterministic.*model\.eval\(\).*F\.dropout\(x, training=True\)"):
+        audit(model, marked_digits(3), show_progress=False)
+    from sis_attr.overinterpretation import backward_selection
+
+    with pytest.raises(SISValueError, match="not deterministic"):
+        backward_selection(model, marked_digits(3).images, show_progress=False)
+
+
+def test_probabilities_instead_of_logits_are_warned_about() -> None:
+    """A Softmax-terminated model caps every confidence (here at e / (e + 9) = 0.23): the audit says why."""
+    model = nn.Sequential(MarkReader(), nn.Softmax(dim=1)).eval()
+    with pytest.warns(SISWarning, match=r"seems to return probabilities.*below 0\.23.*Remove the final softmax"):
+        rep = audit(model, marked_digits(3), show_progress=False, n_examples=0)
+    assert any("probabilities" in note for note in rep.notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SISWarning)  # log-probabilities are fine
+        audit(nn.Sequential(MarkReader(), nn.LogSoftmax(dim=1)).eval(), marked_digits(3), show_progress=False)
+
+
+def test_integer_logits_are_a_clear_error() -> None:
+    class Rounded(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return MarkReader()(x).long()
+
+    with pytest.raises(SISTypeError, match=r"floating-point logits\. Got dtype torch\.int64"):
+        audit(Rounded(), marked_digits(3), show_progress=False)
+    from sis_attr import SufficientInputSubsets
+
+    with pytest.raises(SISTypeError, match="floating-point logits"):
+        SufficientInputSubsets(Rounded()).attribute(marked_digits(1).images, threshold=0.5)
+
+
+@pytest.mark.parametrize("value", [torch.tensor(0.99), np.float32(0.99), np.float64(0.99), torch.tensor([0.99])])
+def test_thresholds_and_fractions_accept_tensors_and_numpy_numbers(value: object) -> None:
+    d = marked_digits(3)
+    ref = audit(MarkReader().eval(), d, threshold=0.99, fraction=0.05, show_progress=False, n_examples=0)
+    rep = audit(
+        MarkReader().eval(),
+        d,
+        threshold=value,  # type: ignore[arg-type]
+        fraction=np.float32(0.05),  # type: ignore[arg-type]
+        thresholds=[value, np.float64(0.9)],  # type: ignore[list-item]
+        show_progress=False,
+        n_examples=0,
+    )
+    assert rep.mean_sis_size == ref.mean_sis_size and rep.subset_features == ref.subset_features
+    assert rep.threshold == pytest.approx(0.99) and rep.fraction == pytest.approx(0.05)
+    with pytest.raises(SISTypeError, match="must be a number"):
+        audit(MarkReader().eval(), d, threshold=np.bool_(True), show_progress=False)  # type: ignore[arg-type]
+
+
+def test_adaptive_k_steers_by_the_audit_threshold() -> None:
+    """Issue 9, defect 2: ``k="adaptive"`` used to fail ("Pass AdaptiveK(threshold=...)")."""
+    from sis_attr import AdaptiveK
+
+    d = marked_digits(4)
+    rep = audit(MarkReader().eval(), d, method="gradient", k="adaptive", threshold=0.99, show_progress=False)
+    explicit = audit(
+        MarkReader().eval(), d, method="gradient", k=AdaptiveK(threshold=0.99), threshold=0.99, show_progress=False
+    )
+    assert [r.order.tolist() for r in rep.selection.records] == [r.order.tolist() for r in explicit.selection.records]
+    assert rep.settings["k"] == "adaptive" and rep.n_images == 4
+
+
+def test_baseline_with_requires_grad_leaks_no_warning() -> None:
+    d = marked_digits(2)
+    base = torch.zeros(1, 1, 8, 8, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        audit(MarkReader().eval(), d, baselines=base, show_progress=False, n_examples=1)
+        audit(MarkReader().eval(), d, baselines=base, method="gradient", show_progress=False, n_examples=1)
+        from sis_attr import BatchedGradientSIS, SufficientInputSubsets
+
+        SufficientInputSubsets(MarkReader()).attribute(d.images, baselines=base, threshold=0.5)
+        BatchedGradientSIS(MarkReader()).attribute(d.images, baselines=base, threshold=0.5)
+
+
+def test_progress_bar_counts_images_with_rate_and_time_left(capsys: pytest.CaptureFixture[str]) -> None:
+    audit(MarkReader().eval(), marked_digits(3), show_progress=True, n_examples=0, shard_size=1, chunk_size=1)
+    err = capsys.readouterr().err
+    assert "Backward selection (exact)" in err and "3/3" in err and "image/s" in err

@@ -257,3 +257,24 @@ def test_empty_sis_warning_points_at_the_callers_line(digits_selection: Selectio
             call()
         empty = [w for w in caught if issubclass(w.category, UninformativeBaselineWarning)]
         assert len(empty) == 1 and empty[0].filename == __file__
+
+
+def test_adaptive_k_needs_and_uses_a_threshold(digits: Digits, digits_model: nn.Module) -> None:
+    from sis_attr import AdaptiveK
+
+    images = digits.test_images[:2]
+    with pytest.raises(SISValueError, match="steers by a threshold"):
+        backward_selection(digits_model, images, method="gradient", k="adaptive", show_progress=False)
+    a = backward_selection(digits_model, images, method="gradient", k="adaptive", threshold=0.9, show_progress=False)
+    b = backward_selection(digits_model, images, method="gradient", k=AdaptiveK(threshold=0.9), show_progress=False)
+    assert [r.order.tolist() for r in a.records] == [r.order.tolist() for r in b.records]
+    with pytest.raises(SISValueError, match=r"The `threshold` parameter of backward_selection must be in \(0, 1\]"):
+        backward_selection(digits_model, images, method="gradient", k="adaptive", threshold=2.0, show_progress=False)
+
+
+def test_packed_records_behave_like_a_list(tmp_path: Path, digits: Digits, digits_model: nn.Module) -> None:
+    sel = backward_selection(digits_model, digits.test_images[:3], checkpoint_dir=tmp_path, show_progress=False)
+    assert len(sel.records) == 3 and sel.records[-1].example == 2 and [r.example for r in sel.records[1:]] == [1, 2]
+    with pytest.raises(IndexError):
+        sel.records[3]
+    assert sel.records[0].order.dtype == torch.int64 and sel.records[0].values.dtype == torch.float64
