@@ -24,13 +24,14 @@ from sis_attr.functional import (
     sis_collection,
     sufficient_input_subsets,
 )
-from sis_attr.gradient_sis import AdaptiveK, BatchedGradientSIS
+from sis_attr.gradient_sis import AdaptiveK, AutoK, BatchedGradientSIS
 
 __version__ = "0.1.0.dev0"
 """Version of sis_attr (PEP 440)."""
 
 __all__ = [
     "AdaptiveK",
+    "AutoK",
     "BackSelectRecord",
     "BatchedGradientSIS",
     "SISDeviceError",

@@ -11,10 +11,10 @@ from torch import Tensor
 from sis_attr._compat import GradientAttribution, wrap_attribute
 from sis_attr._core import methods
 from sis_attr._core.results import SISResult
-from sis_attr._core.schedule import AdaptiveK, KSpec
+from sis_attr._core.schedule import AdaptiveK, AutoK, KSpec
 from sis_attr._core.scoring import ScoreFunc
 
-__all__ = ["AdaptiveK", "BatchedGradientSIS"]
+__all__ = ["AdaptiveK", "AutoK", "BatchedGradientSIS"]
 
 
 class BatchedGradientSIS(GradientAttribution):

@@ -156,7 +156,11 @@ def test_non_differentiable_model_is_reported() -> None:
         return SumGridClassifier()(x).detach()
 
     with pytest.raises(SISValueError, match="differentiable with respect to its inputs"):
-        batched_gradient_sis(detached, torch.ones(1, 2, 2), threshold=0.9)
+        batched_gradient_sis(detached, torch.ones(1, 2, 2), threshold=0.9, k=1)
+    # the automatic schedule needs no gradient where the exact endgame covers every feature
+    assert batched_gradient_sis(detached, torch.ones(1, 2, 2), threshold=0.9)[0].sis is not None
+    with pytest.raises(SISValueError, match="differentiable with respect to its inputs"):
+        batched_gradient_sis(detached, torch.ones(1, 8, 8), threshold=0.9)
 
 
 def test_the_users_model_is_left_alone() -> None:
@@ -353,12 +357,12 @@ def test_linear_score_k1_gives_the_exact_sis() -> None:
 
 # ---------------------------------------------------------------------------------------- one pipeline, two doors
 def test_class_and_function_share_one_pipeline_and_its_defaults() -> None:
-    """``k`` defaults to 1 and ``batch_size`` to 64 at both doors; ``perturbations_per_eval`` works at both."""
+    """``k`` defaults to "auto" and ``batch_size`` to 64 at both doors; ``perturbations_per_eval`` works at both."""
     net = TinyConvNet(in_channels=2, classes=3, seed=4)
     x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(3))
     a = BatchedGradientSIS(net).explain(x, threshold=0.5)
     b = batched_gradient_sis(net, x, threshold=0.5)
-    c = batched_gradient_sis(net, x, threshold=0.5, k=1, batch_size=64)
+    c = batched_gradient_sis(net, x, threshold=0.5, k="auto", batch_size=64)
     d = BatchedGradientSIS(net).explain(x, threshold=0.5, perturbations_per_eval=1)
     for ea, eb, ec, ed in zip(a, b, c, d, strict=True):
         assert (

@@ -97,9 +97,10 @@ def exact_backselect(
     device = problem.device
     n_ex = int(examples.shape[0])
     d = problem.max_features
-    bs = problem.batch_size
     keep = keep_start.to(device)
     examples = examples.to(device)
+    # no batch holds more rows than the first step has candidates: memory follows the work, not batch_size
+    bs = max(1, min(problem.batch_size, int(keep.sum())))
 
     layout = problem.layout
     # the current masked input of each example, updated as features are removed; a candidate row is a copy

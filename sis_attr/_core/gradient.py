@@ -224,31 +224,41 @@ class GradientBackSelect:
         block = self.schedule.block_sizes(rem_c, v, sorted_grad, problem.scorer.log_space)
         block = torch.minimum(torch.clamp(block, min=1), rem_c)
         if self.shortlist is not None:
-            ranked, best = self._screen(problem, rows, keep_c, ranked, rem_c, self.shortlist)
+            ranked, exact = screen(problem, rows, keep_c, ranked, rem_c, self.shortlist, self.generator)
+            best = exact[:, 0]
             block = torch.minimum(block, torch.clamp(rem_c, max=self.shortlist))
             state.values[chunk, step_c + 1] = best
         state.remove(chunk, ranked, block)
         return int(block.sum())
 
-    def _screen(
-        self, problem: SISProblem, rows: Tensor, keep_c: Tensor, ranked: Tensor, rem_c: Tensor, shortlist: int
-    ) -> tuple[Tensor, Tensor]:
-        """Evaluate the shortlisted single removals exactly; return them best first, and the best score."""
-        device = keep_c.device
-        m = min(shortlist, int(ranked.shape[1]))
-        cand = ranked[:, :m]
-        valid = torch.arange(m, device=device).unsqueeze(0) < rem_c.unsqueeze(1)
-        ex, slot = torch.nonzero(valid, as_tuple=True)
-        exact = torch.full((cand.shape[0], m), float("-inf"), dtype=torch.float64, device=device)
-        bs = problem.batch_size
-        for i in range(0, int(ex.shape[0]), bs):  # keep-masks built per forward pass: memory bounded by bs
-            e, sl = ex[i : i + bs], slot[i : i + bs]
-            cand_keep = keep_c[e].clone()
-            cand_keep[torch.arange(e.shape[0], device=device), cand[e, sl]] = False
-            exact[e, sl] = problem.evaluate(rows[e], cand_keep)
-        if self.generator is None:
-            # ties: the lowest feature id, as exact BackSelect
-            by_id = torch.argsort(cand.masked_fill(~valid, _BIG), dim=1, stable=True)
-            cand, exact, valid = cand.gather(1, by_id), exact.gather(1, by_id), valid.gather(1, by_id)
-        idx = rank_order(exact, valid, self.generator)
-        return cand.gather(1, idx), exact.gather(1, idx[:, :1]).squeeze(1)
+
+def screen(
+    problem: SISProblem,
+    rows: Tensor,
+    keep_c: Tensor,
+    ranked: Tensor,
+    rem_c: Tensor,
+    shortlist: int,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    """Evaluate the first ``shortlist`` single removals of ``ranked`` exactly; return them best first and their
+    exact scores in that order (ties: the lowest feature id, or at random with a ``generator``; entries past an
+    example's remaining features score ``-inf``)."""
+    device = keep_c.device
+    m = min(shortlist, int(ranked.shape[1]))
+    cand = ranked[:, :m]
+    valid = torch.arange(m, device=device).unsqueeze(0) < rem_c.unsqueeze(1)
+    ex, slot = torch.nonzero(valid, as_tuple=True)
+    exact = torch.full((cand.shape[0], m), float("-inf"), dtype=torch.float64, device=device)
+    bs = problem.batch_size
+    for i in range(0, int(ex.shape[0]), bs):  # keep-masks built per forward pass: memory bounded by bs
+        e, sl = ex[i : i + bs], slot[i : i + bs]
+        cand_keep = keep_c[e].clone()
+        cand_keep[torch.arange(e.shape[0], device=device), cand[e, sl]] = False
+        exact[e, sl] = problem.evaluate(rows[e], cand_keep)
+    if generator is None:
+        # ties: the lowest feature id, as exact BackSelect
+        by_id = torch.argsort(cand.masked_fill(~valid, _BIG), dim=1, stable=True)
+        cand, exact, valid = cand.gather(1, by_id), exact.gather(1, by_id), valid.gather(1, by_id)
+    idx = rank_order(exact, valid, generator)
+    return cand.gather(1, idx), exact.gather(1, idx)

@@ -20,13 +20,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from sis_attr._core.auto import AutoBackSelect
 from sis_attr._core.exact import exact_backselect
 from sis_attr._core.feature_masks import default_feature_mask
 from sis_attr._core.gradient import GradientBackSelect
 from sis_attr._core.problem import SISProblem, format_problem
 from sis_attr._core.refine import GradientFindSIS
 from sis_attr._core.results import BackSelectRecord, SISResult, cast_like, rank_maps
-from sis_attr._core.schedule import AdaptiveK, AdaptiveSchedule, FixedK, FractionK, Schedule, format_k
+from sis_attr._core.schedule import AdaptiveK, AdaptiveSchedule, AutoK, FixedK, FractionK, Schedule, format_k
 from sis_attr._core.scoring import ScoreFunc, threshold_to_space
 from sis_attr._core.sis import BackSelectFn, FindFn, compute_sis, find_from_records, make_records
 from sis_attr._core.validation import (
@@ -46,8 +47,8 @@ EXACT_BATCH_SIZE = 256
 GRADIENT_BATCH_SIZE = 64
 """Rows per forward(/backward) pass of gradient BackSelect, unless the user says otherwise."""
 
-DEFAULT_K = 1
-"""Features removed per gradient step, unless the user says otherwise."""
+DEFAULT_K = "auto"
+"""The gradient method's schedule unless the user says otherwise: :class:`~sis_attr._core.schedule.AutoK`."""
 
 OutputKind = Literal["rank", "keep_mask"]
 
@@ -118,7 +119,7 @@ class ExactMethod(_Method):
 class GradientMethod(_Method):
     """Batched Gradient BackSelect (optionally gradient-screened) with validated options."""
 
-    k: FixedK | FractionK | AdaptiveK = field(default_factory=lambda: FixedK(DEFAULT_K))
+    k: FixedK | FractionK | AdaptiveK | AutoK = field(default_factory=AutoK)
     shortlist: int | None = None
     refine: bool = True
     generator: torch.Generator | None = None
@@ -126,12 +127,16 @@ class GradientMethod(_Method):
 
     @property
     def description(self) -> str:  # type: ignore[override]
+        if isinstance(self.k, AutoK):
+            return "Automatic BackSelect"
         if self.shortlist is None:
             return "Batched Gradient BackSelect"
         return f"Gradient-screened BackSelect (M={self.shortlist})"
 
     def schedule(self, problem: SISProblem, threshold: float | None) -> Schedule:
         """The block schedule; an adaptive ``k`` steers by its own threshold, else by ``threshold``."""
+        if isinstance(self.k, AutoK):
+            raise TypeError("AutoK has no block schedule: GradientMethod.engine runs AutoBackSelect")
         if not isinstance(self.k, AdaptiveK):
             return self.k
         caller = problem.caller
@@ -148,6 +153,10 @@ class GradientMethod(_Method):
         return AdaptiveSchedule(self.k, threshold_to_space(t, problem.scorer.log_space))
 
     def engine(self, problem: SISProblem, threshold: float | None) -> BackSelectFn:
+        if isinstance(self.k, AutoK):
+            log_space = problem.scorer.log_space
+            t = None if threshold is None else threshold_to_space(threshold, log_space)
+            return AutoBackSelect(self.k, t, log_space, generator=self.generator)
         return GradientBackSelect(self.schedule(problem, threshold), shortlist=self.shortlist, generator=self.generator)
 
     def find_fn(self) -> FindFn:

@@ -8,7 +8,7 @@ how many top-ranked features the step may look at (:meth:`need`) and how many it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -52,8 +52,76 @@ class AdaptiveK:
     caution: float = 0.5
 
 
-KSpec = int | float | str | AdaptiveK
-"""A block size: an int, a fraction in (0, 1) of the remaining features, ``"adaptive"`` or an :class:`AdaptiveK`."""
+@dataclass(frozen=True)
+class AutoK:
+    """Options of the automatic schedule, ``k="auto"`` (the defaults are what ``"auto"`` means).
+
+    Parameters
+    ----------
+    fraction : float, default 0.05
+        Gradient phase: each gradient step removes this fraction of the remaining features (at least one).
+    screen_at : int, default 96
+        Screening starts once at most this many features remain.
+    shortlist : int, default 16
+        Screening: the gradient proposes this many single removals, which are evaluated exactly.
+    screen_fraction : float, default 0.1
+        Screening: each step removes this fraction of the remaining features (at least one, at most
+        ``shortlist``), the best of the shortlist by their exact scores.
+    endgame : int, default 24
+        The last ``endgame`` features are ordered by exact BackSelect (``endgame (endgame + 1) / 2``
+        evaluations). With at most ``endgame`` features the whole selection is exact.
+    margin : float, default 2.0
+        With a threshold known, screening also starts while the score is above the threshold by less than this
+        margin (in log-odds for the default softmax score, in the score's own units otherwise).
+
+    Examples
+    --------
+    >>> AutoK()
+    AutoK(fraction=0.05, screen_at=96, shortlist=16, screen_fraction=0.1, endgame=24, margin=2.0)
+    >>> AutoK(endgame=48)  # more exact work at the end: SIS closer to exact BackSelect's, at a higher cost
+    AutoK(fraction=0.05, screen_at=96, shortlist=16, screen_fraction=0.1, endgame=48, margin=2.0)
+    """
+
+    fraction: float = 0.05
+    screen_at: int = 96
+    shortlist: int = 16
+    screen_fraction: float = 0.1
+    endgame: int = 24
+    margin: float = 2.0
+
+    def describe(self) -> str:
+        return "k=auto"
+
+
+def format_auto(a: AutoK, shortlist: int | None) -> AutoK:
+    """Check an :class:`AutoK`'s fields (it is a plain dataclass); a door's ``shortlist`` replaces its own."""
+
+    def fraction(name: str) -> None:
+        v = getattr(a, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
+            raise SISValueError(f"AutoK.{name} must be a fraction in (0, 1). Got {v!r} instead.")
+
+    def count(name: str, low: int) -> None:
+        v = getattr(a, name)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SISTypeError(f"AutoK.{name} must be an integer. Got {type(v).__name__} instead.")
+        if v < low:
+            raise SISValueError(f"AutoK.{name} must be at least {low}. Got {v!r} instead.")
+
+    fraction("fraction")
+    fraction("screen_fraction")
+    count("screen_at", 0)
+    count("shortlist", 1)
+    count("endgame", 0)
+    m = a.margin
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not (m >= 0.0 and math.isfinite(m)):
+        raise SISValueError(f"AutoK.margin must be a finite number >= 0. Got {m!r} instead.")
+    return a if shortlist is None else replace(a, shortlist=shortlist)
+
+
+KSpec = int | float | str | AdaptiveK | AutoK
+"""A block size: an int, a fraction in (0, 1) of the remaining features, ``"auto"``, ``"adaptive"``, an
+:class:`AutoK` or an :class:`AdaptiveK`."""
 
 
 @dataclass(frozen=True)
@@ -130,18 +198,18 @@ def _log_odds(log_p: Tensor) -> tuple[Tensor, Tensor]:
     return log_p - torch.log(one_minus_p), one_minus_p
 
 
+_K_EXPECTED = "a positive integer, a fraction in (0, 1), 'auto', 'adaptive', an AutoK or an AdaptiveK"
+
+
 def _k_error(caller: str, got: object) -> SISValueError:
-    return SISValueError(
-        f"The `k` parameter of {caller} must be a positive integer, a fraction in (0, 1), 'adaptive' or an "
-        f"AdaptiveK. Got {got!r} instead."
-    )
+    return SISValueError(f"The `k` parameter of {caller} must be {_K_EXPECTED}. Got {got!r} instead.")
 
 
-def format_k(k: object, shortlist: object, caller: str) -> tuple[FixedK | FractionK | AdaptiveK, int | None]:
+def format_k(k: object, shortlist: object, caller: str) -> tuple[FixedK | FractionK | AdaptiveK | AutoK, int | None]:
     """Validate ``k`` and ``shortlist`` at a public door.
 
-    An adaptive ``k`` comes back as its :class:`AdaptiveK` options: :func:`resolve_schedule` binds it to a
-    threshold once the score space is known.
+    An adaptive ``k`` comes back as its :class:`AdaptiveK` options: the method binds it to a threshold once the
+    score space is known. ``"auto"`` comes back as :class:`AutoK` with ``shortlist`` (if given) as its own.
     """
     m = format_optional_positive_int(shortlist, "shortlist", caller)
     if isinstance(k, bool):
@@ -160,9 +228,13 @@ def format_k(k: object, shortlist: object, caller: str) -> tuple[FixedK | Fracti
             raise _k_error(caller, k)
         return FractionK(k), m
     if isinstance(k, str):
+        if k == "auto":
+            return format_auto(AutoK(), m), m
         if k != "adaptive":
             raise _k_error(caller, k)
         return AdaptiveK(), m
+    if isinstance(k, AutoK):
+        return format_auto(k, m), m
     if isinstance(k, AdaptiveK):
         a = k
         if a.threshold is not None and (isinstance(a.threshold, bool) or not isinstance(a.threshold, (int, float))):
@@ -174,7 +246,4 @@ def format_k(k: object, shortlist: object, caller: str) -> tuple[FixedK | Fracti
         if not (isinstance(a.caution, (int, float)) and 0.0 < a.caution <= 1.0):
             raise SISValueError(f"AdaptiveK.caution must be in (0, 1]. Got {a.caution!r} instead.")
         return a, m
-    raise SISTypeError(
-        f"The `k` parameter of {caller} must be a positive integer, a fraction in (0, 1), 'adaptive' or an "
-        f"AdaptiveK. Got {type(k).__name__} instead."
-    )
+    raise SISTypeError(f"The `k` parameter of {caller} must be {_K_EXPECTED}. Got {type(k).__name__} instead.")

@@ -1,0 +1,270 @@
+"""SIS size against cost for gradient schedules, compared with stored exact BackSelect references.
+
+For every schedule (the automatic schedule ``k="auto"`` and its variants, the paper's pure gradient method, the
+gradient-screened settings), Batched Gradient SIS runs on the real CIFAR-10 test images whose exact references
+``benchmarks/exact_references.py`` stored (pretrained ResNet20, mean-colour masking, threshold 0.99), with the same
+feature groups. Reported per schedule, per image and as means:
+
+* SIS size, and its ratio to exact BackSelect's on the same image (the mean of the sizes' ratio);
+* validity: every SIS is evaluated alone once more here (``f(x_S) >= threshold``);
+* whether the top-ranked 5% of features alone keep the prediction;
+* forward-equivalents per image, counted by a wrapper around the model (a row evaluated with gradient
+  tracking counts 3: its forward and its backward pass);
+* wall time, and the time of the same number of plain forward (and forward + backward) rows at the same batch
+  size, timed right after each schedule's run (the floor ratio).
+
+The JSON goes to ``benchmarks/results/sis_schedule_<features>_cpu.json`` and the size-against-cost frontier to
+``docs/_static/schedule_frontier_<features>.png``.
+
+Examples::
+
+    python benchmarks/bench_sis_schedule.py --features superpixels --threads 1
+    python benchmarks/bench_sis_schedule.py --features pixels --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from exact_references import BLOCK, block_feature_mask, load_cifar_resnet20, load_references
+
+from sis_attr import AutoK
+from sis_attr.functional import batched_gradient_sis
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DOCS_STATIC = Path(__file__).resolve().parents[1] / "docs" / "_static"
+
+
+class CountingModel(nn.Module):
+    """Counts forward-equivalents: a row under gradient tracking counts 3 (forward + backward), else 1."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_rows = 0
+        self.grad_rows = 0
+
+    def reset(self) -> None:
+        self.forward_rows = 0
+        self.grad_rows = 0
+
+    @property
+    def equivalents(self) -> int:
+        return self.forward_rows + 3 * self.grad_rows
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.grad_rows += int(x.shape[0])
+        else:
+            self.forward_rows += int(x.shape[0])
+        return self.model(x)
+
+
+def schedules(d: int) -> list[tuple[str, dict[str, Any]]]:
+    """The settings compared: the automatic schedule's default and variants, and the older settings."""
+    out: list[tuple[str, dict[str, Any]]] = [
+        ("auto (default)", {"k": "auto"}),
+        ("auto endgame=16", {"k": AutoK(endgame=16)}),
+        ("auto endgame=24", {"k": AutoK(endgame=24)}),
+        ("auto endgame=48", {"k": AutoK(endgame=48)}),
+        ("auto screen_at=64", {"k": AutoK(screen_at=64)}),
+        ("auto screen_at=256", {"k": AutoK(screen_at=256)}),
+        ("auto fraction=0.2", {"k": AutoK(fraction=0.2)}),
+        ("auto screen_fraction=0.2", {"k": AutoK(screen_fraction=0.2)}),
+        ("auto margin=0", {"k": AutoK(margin=0.0)}),
+        ("auto shortlist=8", {"k": AutoK(shortlist=8)}),
+        ("gradient k=16 (paper)", {"k": 16}),
+        ("gradient k=0.05", {"k": 0.05}),
+        ("screened k=0.05 M=16", {"k": 0.05, "shortlist": 16}),
+    ]
+    if d <= 256:
+        out.append(("screened k=1 M=16", {"k": 1, "shortlist": 16}))
+    return out
+
+
+def floor_seconds(model: nn.Module, x: Tensor, forward_rows: int, grad_rows: int, bs: int) -> float:
+    """Seconds for ``forward_rows`` no-grad rows and ``grad_rows`` forward + backward rows at batch ``bs``."""
+    batch = x[:1].expand(bs, *x.shape[1:]).contiguous()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, forward_rows, bs):
+            model(batch[: min(bs, forward_rows - i)])
+    for i in range(0, grad_rows, bs):
+        z = batch[: min(bs, grad_rows - i)].clone().requires_grad_(True)
+        (_g,) = torch.autograd.grad(model(z).logsumexp(1).sum(), z)
+    return time.perf_counter() - t0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    refs = load_references(args.features)
+    if args.images:
+        refs = refs[: args.images]
+    if not refs:
+        sys.exit(f"no stored references for {args.features}: run benchmarks/exact_references.py first")
+    model, x_all, _ = load_cifar_resnet20()
+    idx = torch.tensor([r["test_index"] for r in refs])
+    x = x_all[idx]
+    target = torch.tensor([r["target"] for r in refs])
+    exact = [r["sis_size_at_threshold"] for r in refs]
+    fmask = block_feature_mask(x.shape[2], x.shape[3], BLOCK[args.features])
+    d = int(fmask.max()) + 1
+    top = max(1, math.ceil(0.05 * d))
+    counted = CountingModel(model)
+    rows: list[dict[str, Any]] = []
+    chosen = [(n, kw) for n, kw in schedules(d) if not args.only or n in args.only]
+    chosen += [(f"auto {e}", {"k": eval(f"AutoK({e})")}) for e in args.auto or []]
+    for name, kw in chosen:
+        counted.reset()
+        t0 = time.perf_counter()
+        result = batched_gradient_sis(
+            counted,
+            x,
+            target=target,
+            feature_mask=fmask,
+            threshold=args.threshold,
+            batch_size=args.batch_size,
+            **kw,
+        )
+        wall = time.perf_counter() - t0
+        fr, gr = counted.forward_rows, counted.grad_rows
+        floor = floor_seconds(model, x, fr, gr, args.batch_size)
+        sizes = [e.size for e in result]
+        keep = result.keep_mask().bool()
+        with torch.no_grad():
+            p = torch.softmax(model(torch.where(keep, x, torch.zeros_like(x))), 1).gather(1, target[:, None])[:, 0]
+            valid = [bool(p[i] >= args.threshold) for i in range(len(sizes)) if sizes[i] is not None]
+            top_keep = torch.stack([e.keep_mask(e.record.top_features(top)) for e in result]).bool()  # type: ignore[arg-type,misc]
+            pred_top = model(torch.where(top_keep, x, torch.zeros_like(x))).argmax(1)
+        ratios = [s / e for s, e in zip(sizes, exact, strict=True) if s is not None and e]
+        row = {
+            "schedule": name,
+            "setting": {k: (repr(v) if not isinstance(v, (int, float, str)) else v) for k, v in kw.items()},
+            "sis_sizes": sizes,
+            "exact_sis_sizes": exact,
+            "mean_sis_size": statistics.fmean(s for s in sizes if s is not None),
+            "mean_exact_sis_size": statistics.fmean(e for e in exact if e is not None),
+            "size_ratio_of_means": statistics.fmean(s for s in sizes if s is not None)
+            / statistics.fmean(e for e in exact if e is not None),
+            "mean_size_ratio": statistics.fmean(ratios),
+            "max_size_ratio": max(ratios),
+            "all_valid": all(valid),
+            "top5pct_same_prediction": float((pred_top == target).float().mean()),
+            "forward_rows": fr,
+            "grad_rows": gr,
+            "forward_equivalents_per_image": counted.equivalents / len(refs),
+            "exact_forward_equivalents_per_image": d * (d + 1) // 2 + 1,
+            "wall_s": wall,
+            "floor_s": floor,
+            "floor_ratio": wall / floor if floor > 0 else None,
+        }
+        rows.append(row)
+        print(
+            f"[{args.features}] {name:<26} size {row['mean_sis_size']:6.2f} vs exact {row['mean_exact_sis_size']:6.2f}"
+            f"  ratio {row['size_ratio_of_means']:.3f} (per-image mean {row['mean_size_ratio']:.3f}, max "
+            f"{row['max_size_ratio']:.2f})  fe/img {row['forward_equivalents_per_image']:8.0f}"
+            f"  valid {row['all_valid']}"
+            f"  top5% {row['top5pct_same_prediction']:.2f}  wall {wall:6.1f}s floor x{row['floor_ratio']:.2f}"
+        )
+        sys.stdout.flush()
+    return {
+        "benchmark": "sis_schedule",
+        "features": args.features,
+        "d": d,
+        "threshold": args.threshold,
+        "images": len(refs),
+        "test_indices": [r["test_index"] for r in refs],
+        "batch_size": args.batch_size,
+        "schedules": rows,
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+        },
+        "command": "python benchmarks/bench_sis_schedule.py " + " ".join(sys.argv[1:]),
+    }
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    for r in result["schedules"]:
+        auto = r["schedule"].startswith("auto")
+        ax.scatter(
+            r["forward_equivalents_per_image"],
+            r["size_ratio_of_means"],
+            marker="o" if auto else "s",
+            color="C0" if r["schedule"] == "auto (default)" else ("C2" if auto else "C3"),
+            s=60 if r["schedule"] == "auto (default)" else 30,
+        )
+        ax.annotate(
+            r["schedule"],
+            (r["forward_equivalents_per_image"], r["size_ratio_of_means"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.axhline(1.0, color="0.3", lw=0.8)
+    ax.axhline(1.2, color="0.5", lw=0.8, ls="--")
+    ax.text(
+        ax.get_xlim()[0] if False else 1,
+        1.2,
+        " goal: 1.2x exact",
+        va="bottom",
+        fontsize=8,
+        color="0.4",
+        transform=ax.get_yaxis_transform(),
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("forward-equivalents per image (log scale; a backward pass counts 2)")
+    ax.set_ylabel("mean SIS size / exact BackSelect's")
+    exact_fe = result["schedules"][0]["exact_forward_equivalents_per_image"]
+    ax.set_title(
+        f"SIS size against cost: ResNet20, {result['images']} CIFAR-10 test images, {result['d']} "
+        f"{result['features']} (exact: {exact_fe:,} per image)",
+        fontsize=9,
+    )
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--features", choices=sorted(BLOCK), default="superpixels")
+    p.add_argument("--images", type=int, default=None, help="use the first N stored references (default: all)")
+    p.add_argument("--threshold", type=float, default=0.99)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--only", nargs="*", default=None, help="run only these schedules (by name)")
+    p.add_argument("--auto", nargs="*", default=None, help="extra AutoK settings, e.g. 'fraction=0.05, endgame=24'")
+    p.add_argument("--tag", default="")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = run(args)
+    name = f"sis_schedule_{args.features}{args.tag}_cpu"
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    DOCS_STATIC.mkdir(parents=True, exist_ok=True)
+    plot(result, DOCS_STATIC / f"schedule_frontier_{args.features}{args.tag}.png")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The automatic schedule (``k="auto"``): cheap gradient blocks early, exact screening late, an exact endgame.
+
+Backward selection only has to be careful near its end. While many features remain, the features removed only
+have to avoid the important ones, and the gradient ranks them well enough: one gradient step (a forward and a
+backward pass, three forward-equivalents) removes a fixed fraction of the remaining features, so these steps
+are logarithmic in the number of features. Once few features remain (or, when the threshold is known, once the
+score comes within a margin of it), each gradient step only proposes a shortlist whose single removals are
+evaluated exactly, and the best of them go. The last features are ordered by exact BackSelect
+(:func:`~sis_attr._core.exact.exact_backselect`, ``r (r + 1) / 2`` evaluations for ``r`` features), where the
+SIS of a confident image usually lies. ``benchmarks/bench_sis_schedule.py`` measures the cost and SIS size
+against exact BackSelect on real images; the defaults are the point of its frontier chosen there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sis_attr._core.exact import exact_backselect
+from sis_attr._core.gradient import SelectionState, score_and_grad, screen, top_ranked
+from sis_attr._core.problem import SISProblem
+from sis_attr._core.schedule import AutoK
+from sis_attr._progress import progress_bar
+
+
+def _log_odds(log_p: Tensor) -> Tensor:
+    return log_p - torch.log(torch.clamp(-torch.expm1(log_p), min=1e-300))
+
+
+class AutoBackSelect:
+    """Backward selection with the automatic schedule, a ``backselect_fn`` for
+    :func:`~sis_attr._core.sis.compute_sis`.
+
+    Parameters
+    ----------
+    options : AutoK
+        Validated options.
+    threshold_space : float or None
+        The SIS threshold in the comparison space, if known: screening then also starts near it.
+    log_space : bool
+        Whether scores are log-probabilities (the margin is then measured in log-odds).
+    generator : torch.Generator or None
+        Random tie-breaking among equal gradients and equal exact scores of the gradient phases (the exact
+        endgame keeps the lowest feature id).
+    """
+
+    def __init__(
+        self,
+        options: AutoK,
+        threshold_space: float | None,
+        log_space: bool,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.options = options
+        self.threshold_space = threshold_space
+        self.log_space = log_space
+        self.generator = generator
+
+    def __call__(
+        self,
+        problem: SISProblem,
+        examples: Tensor,
+        keep_start: Tensor,
+        *,
+        show_progress: bool = False,
+        desc: str = "Automatic BackSelect",
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Select until no feature is left; returns per example the order and the measured scores (CPU)."""
+        device = problem.device
+        examples = examples.to(device)
+        state = SelectionState.start(keep_start.to(device), problem.max_features)
+        end = self.options.endgame
+        bs = problem.batch_size
+        with progress_bar(int(state.remaining.sum()), desc, show_progress, unit="feature") as bar:
+            active = torch.nonzero(state.remaining > end).flatten()
+            while active.numel() > 0:
+                for i in range(0, int(active.shape[0]), bs):
+                    bar.update(self._step(problem, examples, active[i : i + bs], state))
+                active = torch.nonzero(state.remaining > end).flatten()
+            todo = state.active()
+            if todo.numel() > 0:
+                orders, values = exact_backselect(problem, examples[todo], state.keep[todo])
+                for j, order, vals in zip(todo.tolist(), orders, values, strict=True):
+                    s, r = int(state.step[j]), int(order.numel())
+                    state.orders[j, s : s + r] = order.to(device)
+                    state.values[j, s : s + r + 1] = vals.to(device)
+                    state.keep[j, order.to(device)] = False
+                    state.step[j] = s + r
+                    state.remaining[j] = 0
+                    bar.update(r)
+        # the fully removed input of examples that never had features (the endgame measured everyone else's)
+        unmeasured = torch.nonzero(torch.isnan(state.values.gather(1, state.step.unsqueeze(1)).squeeze(1)))
+        unmeasured = unmeasured.flatten()
+        for i in range(0, int(unmeasured.shape[0]), bs):
+            sl = unmeasured[i : i + bs]
+            state.values[sl, state.step[sl]] = problem.evaluate(examples[sl], state.keep[sl])
+        return state.records()
+
+    def _margin(self, value: Tensor) -> Tensor | None:
+        """How far each score is above the threshold (log-odds for the softmax score); None without one."""
+        if self.threshold_space is None:
+            return None
+        t = torch.tensor(self.threshold_space, dtype=torch.float64, device=value.device)
+        v = value.double()
+        return _log_odds(v) - _log_odds(t) if self.log_space else v - t
+
+    def _step(self, problem: SISProblem, examples: Tensor, chunk: Tensor, state: SelectionState) -> int:
+        """One gradient step for ``chunk`` (local ids, all with more than ``endgame`` features left)."""
+        a = self.options
+        rows = examples[chunk]
+        keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
+        v, g = score_and_grad(problem, rows, keep_c)
+        state.values[chunk, step_c] = v
+        margin = self._margin(v)
+        screening = rem_c <= a.screen_at
+        if margin is not None and a.margin > 0:
+            screening = screening | ((margin >= 0) & (margin < a.margin))
+        remf = rem_c.double()
+        block = torch.where(
+            screening,
+            torch.clamp(torch.floor(remf * a.screen_fraction).long(), min=1, max=a.shortlist),
+            torch.clamp(torch.floor(remf * a.fraction).long(), min=1),
+        )
+        # never remove into the endgame's features in one block
+        block = torch.minimum(block, rem_c - a.endgame)
+        need = int(block.max())
+        if bool(screening.any()):
+            need = max(need, a.shortlist)
+        ranked = top_ranked(g, keep_c, min(need, int(g.shape[1])), self.generator)
+        s = torch.nonzero(screening).flatten()
+        if s.numel() > 0:
+            best_first, exact = screen(problem, rows[s], keep_c[s], ranked[s], rem_c[s], a.shortlist, self.generator)
+            m = int(best_first.shape[1])
+            ranked[s, :m] = best_first
+            state.values[chunk[s], step_c[s] + 1] = exact[:, 0]
+            if margin is not None:
+                block[s] = torch.minimum(block[s], self._safe_prefix(v[s], exact, margin[s]))
+        state.remove(chunk, ranked, block)
+        return int(block.sum())
+
+    def _safe_prefix(self, value: Tensor, exact: Tensor, margin: Tensor) -> Tensor:
+        """Longest prefix of the screened removals (best first) whose summed exact drops stay within half the
+        margin to the threshold (at least one). Below the threshold the SIS is decided: no limit."""
+        lo_v = self._margin(value)
+        lo_e = self._margin(exact)
+        if lo_v is None or lo_e is None:
+            return torch.full_like(value, exact.shape[1], dtype=torch.long)
+        drops = torch.clamp(lo_v.unsqueeze(1) - lo_e, min=0).nan_to_num(posinf=float("inf"))
+        ok = torch.cumsum(drops, dim=1) <= 0.5 * margin.unsqueeze(1)
+        safe = torch.cumprod(ok.long(), dim=1).sum(dim=1).clamp(min=1)
+        return torch.where(margin >= 0, safe, torch.full_like(safe, exact.shape[1]))
