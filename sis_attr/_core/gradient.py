@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sis_attr._core.batching import is_out_of_memory, release_cached_memory, split_rows
 from sis_attr._core.problem import SISProblem
 from sis_attr._core.schedule import Schedule
 from sis_attr._progress import progress_bar
@@ -38,8 +39,25 @@ def score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Ten
     """Exact scores (float64) at ``keep`` and their gradient w.r.t. the removal mask, ``(n, D)``.
 
     Only the mask requires grad: the model's parameters never accumulate gradients and their
-    ``requires_grad`` flags are left alone.
+    ``requires_grad`` flags are left alone. An out-of-memory error (in the forward or the backward pass) splits
+    the rows in halves and the problem remembers the size that worked.
     """
+    n = int(rows.shape[0])
+    if problem.max_rows is not None and n > problem.max_rows:
+        parts = [score_and_grad(problem, rows[sl], keep[sl]) for sl in split_rows(n, problem.max_rows)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    try:
+        return _score_and_grad(problem, rows, keep)
+    except Exception as err:
+        if n <= 1 or not is_out_of_memory(err):
+            raise
+        del err
+        release_cached_memory(problem.device)
+        problem.shrink(n // 2)
+        return score_and_grad(problem, rows, keep)
+
+
+def _score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     dtype = problem.flat_x.dtype
     with torch.enable_grad():
         m = (~keep).to(dtype).requires_grad_(True)

@@ -42,10 +42,10 @@ from sis_attr._core.validation import (
 from sis_attr.exceptions import SISValueError
 
 EXACT_BATCH_SIZE = 256
-"""Masked inputs per forward pass of exact BackSelect, unless the user says otherwise."""
+"""Masked inputs per forward pass of exact BackSelect where ``batch_size=None`` cannot measure a better one."""
 
 GRADIENT_BATCH_SIZE = 64
-"""Rows per forward(/backward) pass of gradient BackSelect, unless the user says otherwise."""
+"""Rows per forward(/backward) pass of gradient BackSelect where ``batch_size=None`` cannot measure one."""
 
 DEFAULT_K = "auto"
 """The gradient method's schedule unless the user says otherwise: :class:`~sis_attr._core.schedule.AutoK`."""
@@ -55,10 +55,35 @@ OutputKind = Literal["rank", "keep_mask"]
 
 # ------------------------------------------------------------------------------------------------ the methods
 class _Method:
-    """Backward selection and SIS for a problem; subclasses give the engine, the FindSIS step and a name."""
+    """Backward selection and SIS for a problem; subclasses give the engine, the FindSIS step and a name.
 
-    batch_size: int
+    ``batch_size`` None: measured on the problem (:meth:`fit_batch_size`), once per model, shape and device.
+    """
+
+    batch_size: int | None
     description: str
+    fallback_batch_size: int
+
+    def rows_per_pass(self, problem: SISProblem) -> int:
+        """The most rows one pass of this method can hold on ``problem`` (the probe's upper bound)."""
+        raise NotImplementedError
+
+    def probes_gradient(self) -> bool:
+        """Whether most of the method's work is forward + backward passes (else no-grad forward passes)."""
+        return False
+
+    def initial_batch_size(self) -> int:
+        return self.fallback_batch_size if self.batch_size is None else self.batch_size
+
+    def fit_batch_size(self, problem: SISProblem) -> SISProblem:
+        """Measure the best batch size on ``problem`` when the user gave none."""
+        if self.batch_size is None:
+            problem.probe_batch_size(
+                gradient=self.probes_gradient(),
+                max_rows=self.rows_per_pass(problem),
+                fallback=self.fallback_batch_size,
+            )
+        return problem
 
     def engine(self, problem: SISProblem, threshold: float | None) -> BackSelectFn:
         raise NotImplementedError
@@ -108,8 +133,12 @@ class _Method:
 class ExactMethod(_Method):
     """Exact BackSelect (``d (d + 1) / 2`` evaluations per example) with validated options."""
 
-    batch_size: int = EXACT_BATCH_SIZE
+    batch_size: int | None = None
     description: str = field(default="SIS BackSelect", init=False)
+    fallback_batch_size: int = field(default=EXACT_BATCH_SIZE, init=False)
+
+    def rows_per_pass(self, problem: SISProblem) -> int:
+        return problem.batch * problem.max_features
 
     def engine(self, problem: SISProblem, threshold: float | None) -> BackSelectFn:
         return exact_backselect
@@ -123,7 +152,18 @@ class GradientMethod(_Method):
     shortlist: int | None = None
     refine: bool = True
     generator: torch.Generator | None = None
-    batch_size: int = GRADIENT_BATCH_SIZE
+    batch_size: int | None = None
+    fallback_batch_size: int = field(default=GRADIENT_BATCH_SIZE, init=False)
+
+    def rows_per_pass(self, problem: SISProblem) -> int:
+        n = problem.batch
+        if isinstance(self.k, AutoK):
+            e = min(self.k.endgame, problem.max_features)
+            return max(n * self.k.shortlist, n * e * (e + 1) // 2, n)
+        return n * (self.shortlist or 1)
+
+    def probes_gradient(self) -> bool:
+        return not isinstance(self.k, AutoK) and self.shortlist is None
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -169,9 +209,7 @@ Method = ExactMethod | GradientMethod
 # ------------------------------------------------------------------------------------------------ formatting
 def format_exact(batch_size: object, perturbations_per_eval: object, inputs: object, caller: str) -> ExactMethod:
     """The options of the exact method, validated with ``caller``'s name."""
-    return ExactMethod(
-        batch_size=resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=EXACT_BATCH_SIZE)
-    )
+    return ExactMethod(batch_size=resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller))
 
 
 def format_gradient(
@@ -192,7 +230,7 @@ def format_gradient(
         shortlist=m,
         refine=format_flag(refine, "refine", caller),
         generator=format_generator(generator, caller),
-        batch_size=resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller, default=GRADIENT_BATCH_SIZE),
+        batch_size=resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller),
     )
 
 
@@ -238,7 +276,7 @@ class Call:
         feature_mask = self.feature_mask
         if isinstance(method, GradientMethod) and feature_mask is None:
             feature_mask = default_feature_mask(self.inputs)
-        return format_problem(
+        problem = format_problem(
             self.forward_func,
             self.inputs,
             self.baselines,
@@ -246,9 +284,10 @@ class Call:
             self.additional_forward_args,
             feature_mask,
             score_func=self.score_func,
-            batch_size=method.batch_size,
+            batch_size=method.initial_batch_size(),
             caller=self.caller,
         )
+        return method.fit_batch_size(problem)
 
 
 def records(
@@ -327,8 +366,9 @@ def backselect_records(
         target=target,
         baselines=baselines,
         feature_mask=feature_mask,
-        batch_size=method.batch_size,
+        batch_size=method.initial_batch_size(),
         caller=caller,
         full_values=start_values,
     )
+    method.fit_batch_size(problem)
     return method.backselect(problem, threshold=threshold, first_example=first_example)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sis_attr._core.batching import cat_outputs, is_out_of_memory, probe_batch_size, release_cached_memory, split_rows
 from sis_attr._core.layout import Layout
 from sis_attr._core.scoring import ScoreFunc, Scorer
 from sis_attr._core.validation import (
@@ -62,6 +63,7 @@ class SISProblem:
         self.n_features = n_features
         self.max_features = self.layout.max_features
         self.batch_size = batch_size
+        self.max_rows: int | None = None  # set after an out-of-memory error: the rows that fit in one pass
         self.target = torch.zeros(self.batch, dtype=torch.long, device=self.device)
         self.full_values: Tensor | None = None
 
@@ -118,8 +120,56 @@ class SISProblem:
         return tuple(out)
 
     def forward(self, rows: Tensor, composed: Sequence[Tensor], *, finite: bool = True) -> Tensor:
-        output = self.forward_func(*composed, *self._args_for(rows))
+        """The model's checked output on ``composed`` inputs of example ids ``rows``.
+
+        An out-of-memory error splits the batch in halves (recursively) and the size that worked is
+        remembered: later passes are split to it up front.
+        """
+        n = int(rows.shape[0])
+        if self.max_rows is not None and n > self.max_rows:
+            parts = [
+                self.forward(rows[sl], [c[sl] for c in composed], finite=finite) for sl in split_rows(n, self.max_rows)
+            ]
+            return cat_outputs(parts)
+        try:
+            output = self.forward_func(*composed, *self._args_for(rows))
+        except Exception as err:
+            if n <= 1 or not is_out_of_memory(err):
+                raise
+            del err
+            release_cached_memory(self.device)
+            self.shrink(n // 2)
+            return self.forward(rows, composed, finite=finite)
         return self.scorer.check_output(output, int(rows.shape[0]), finite=finite)
+
+    def shrink(self, rows: int) -> None:
+        """Remember that at most ``rows`` rows fit in one pass (after an out-of-memory error)."""
+        self.max_rows = max(1, rows if self.max_rows is None else min(self.max_rows, rows))
+        self.batch_size = min(self.batch_size, self.max_rows)
+
+    def probe_batch_size(self, *, gradient: bool, max_rows: int, fallback: int) -> int:
+        """Measure the rows per pass with the highest throughput on this problem's inputs (cached per model,
+        row shape, dtype, device and pass kind) and use it."""
+        keep = self.layout.initial_keep()[:1]
+        dtype = self.flat_x.dtype
+
+        def run(n: int) -> None:
+            rows = torch.zeros(n, dtype=torch.long, device=self.device)
+            if not gradient:
+                with torch.no_grad():
+                    self.forward_func(*self.layout.compose(rows, keep.expand(n, -1)), *self._args_for(rows))
+                return
+            with torch.enable_grad():
+                m = torch.zeros(n, keep.shape[1], dtype=dtype, device=self.device, requires_grad=True)
+                out = self.forward_func(*self.layout.compose_soft(rows, m), *self._args_for(rows))
+                torch.autograd.grad(self.scorer(out, self.target[rows]).sum(), m, allow_unused=True)
+
+        key = (tuple(self.shapes), str(dtype), str(self.device), gradient)
+        size = probe_batch_size(
+            self.forward_func, key, run, max_rows=max(1, max_rows), device=self.device, fallback=fallback
+        )
+        self.batch_size = size
+        return size
 
     @torch.no_grad()
     def evaluate(self, rows: Tensor, keep: Tensor) -> Tensor:

@@ -282,10 +282,9 @@ def format_generator(generator: object, caller: str) -> torch.Generator | None:
     return generator
 
 
-def resolve_batch_size(
-    batch_size: object, perturbations_per_eval: object, inputs: object, caller: str, *, default: int
-) -> int:
-    """Rows per forward pass: ``batch_size``, or Captum's ``perturbations_per_eval`` times the batch size."""
+def resolve_batch_size(batch_size: object, perturbations_per_eval: object, inputs: object, caller: str) -> int | None:
+    """Rows per forward pass: ``batch_size``, or Captum's ``perturbations_per_eval`` times the batch size;
+    None when neither is given (the method then measures the best size)."""
     if batch_size is not None and perturbations_per_eval is not None:
         raise SISValueError(
             f"Pass either `batch_size` or `perturbations_per_eval` to {caller}, not both. "
@@ -296,7 +295,9 @@ def resolve_batch_size(
         first = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
         n = int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
         return ppe * n
-    return format_positive_int(default if batch_size is None else batch_size, "batch_size", caller)
+    if batch_size is None:
+        return None
+    return format_positive_int(batch_size, "batch_size", caller)
 
 
 def format_additional_args(additional_forward_args: object) -> tuple[Any, ...]:

@@ -1,0 +1,153 @@
+"""Rows per forward pass: measured when the user passes ``batch_size=None``, halved after out-of-memory errors.
+
+:func:`probe_batch_size` times the model at a few batch sizes on the call's own inputs (no-grad forward passes
+for exact evaluations, forward + backward for gradient steps) and keeps the size with the highest throughput
+(rows per second). The result is cached per model, row shape, dtype, device and pass kind, so a model is probed
+once per process. Calls too small to need more than one pass of the smallest candidate are not probed.
+
+:func:`is_out_of_memory` recognises the allocator errors of CUDA and other accelerators; the problem's
+forward pass splits a batch in halves on such an error and remembers the size that worked
+(:class:`~sis_attr._core.problem.SISProblem`).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+CANDIDATES = (16, 32, 64, 128, 256, 512, 1024)
+"""Batch sizes tried by :func:`probe_batch_size` (those above the call's largest pass are skipped)."""
+
+MIN_SECONDS = 0.05
+"""Each candidate is timed over repeated passes until at least this long (at most :data:`MAX_REPEATS`)."""
+
+MAX_REPEATS = 5
+
+_CacheKey = tuple[Any, ...]
+# per model: key -> (best size, the largest size measured)
+_cache: weakref.WeakKeyDictionary[Any, dict[_CacheKey, tuple[int, int]]] = weakref.WeakKeyDictionary()
+_cache_by_id: dict[int, dict[_CacheKey, tuple[int, int]]] = {}
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocator's out-of-memory error (``torch.OutOfMemoryError`` or its message)."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Return the caching allocator's free blocks after an out-of-memory error (CUDA only)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _entries(model: object) -> dict[_CacheKey, tuple[int, int]]:
+    try:
+        return _cache.setdefault(model, {})
+    except TypeError:  # not weak-referenceable (e.g. a bound method of a slotted object): cache by id
+        return _cache_by_id.setdefault(id(model), {})
+
+
+def cached_batch_size(model: object, key: _CacheKey, max_rows: int | None = None) -> int | None:
+    """The measured size for ``model`` and ``key``, if probed before in this process and still valid for a call
+    of at most ``max_rows`` rows per pass (a probe capped below that, whose best was its cap, is not)."""
+    entry = _entries(model).get(key)
+    if entry is None:
+        return None
+    size, measured_up_to = entry
+    if max_rows is not None and size == measured_up_to and max_rows > measured_up_to:
+        return None  # the best was the largest size tried: a larger call may do better
+    return size
+
+
+def remember_batch_size(model: object, key: _CacheKey, size: int, measured_up_to: int) -> None:
+    _entries(model)[key] = (size, measured_up_to)
+
+
+def clear_cache() -> None:
+    """Forget every measured batch size (the next ``batch_size=None`` call probes again)."""
+    _cache.clear()
+    _cache_by_id.clear()
+
+
+def _throughput(run: Callable[[int], None], size: int, device: torch.device) -> float:
+    """Rows per second of ``run(size)``: one warm-up pass, then repeats until :data:`MIN_SECONDS`."""
+    run(size)
+    _sync(device)
+    start = time.perf_counter()
+    repeats = 0
+    while True:
+        run(size)
+        repeats += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= MIN_SECONDS or repeats >= MAX_REPEATS:
+            return size * repeats / max(elapsed, 1e-9)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+
+
+def probe_batch_size(
+    model: object,
+    key: _CacheKey,
+    run: Callable[[int], None],
+    *,
+    max_rows: int,
+    device: torch.device,
+    fallback: int,
+) -> int:
+    """The batch size with the highest measured throughput of ``run`` (cached per ``model`` and ``key``).
+
+    ``run(n)`` performs one pass of ``n`` rows. Candidates above ``max_rows`` (the most rows one pass of the
+    call can hold) are skipped; a call of at most ``CANDIDATES[0]`` rows per pass is not probed and gets
+    ``max_rows``. Probing stops at the first out-of-memory error and once throughput has fallen below 85% of
+    the best for two larger sizes in a row. ``fallback`` is returned if no candidate could be measured.
+    """
+    cached = cached_batch_size(model, key, max_rows)
+    if cached is not None:
+        return max(1, min(cached, max_rows))
+    if max_rows <= CANDIDATES[0]:
+        return max(1, max_rows)
+    best_size, best_rate, worse, largest = 0, 0.0, 0, 0
+    for size in CANDIDATES:
+        if size > max_rows and best_size:
+            break
+        size = min(size, max_rows)
+        try:
+            rate = _throughput(run, size, device)
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+            release_cached_memory(device)
+            break
+        largest = size
+        if rate > best_rate:
+            best_size, best_rate, worse = size, rate, 0
+        elif rate < 0.85 * best_rate:
+            worse += 1
+            if worse >= 2:
+                break
+        if size == max_rows:
+            break
+    if not best_size:
+        return max(1, min(fallback, max_rows))
+    remember_batch_size(model, key, best_size, largest)
+    return best_size
+
+
+def split_rows(n: int, limit: int) -> list[slice]:
+    """Consecutive slices of at most ``limit`` rows covering ``0..n``."""
+    return [slice(i, min(i + limit, n)) for i in range(0, n, max(1, limit))]
+
+
+def cat_outputs(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
