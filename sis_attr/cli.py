@@ -34,10 +34,19 @@ copy with a planted shortcut), audits both and writes a report comparing them (s
   black. Without ``--mean``/``--std`` the model receives the ``[0, 1]`` images and removed pixels become
   ``--baseline``.
 
+Backward selection is checkpointed: each finished shard of images is written to ``--checkpoint`` (default
+``OUT/checkpoint``) as it completes, so rerunning an interrupted command resumes where it stopped, and rerunning
+a finished one rebuilds the report without recomputing (``--checkpoint`` refuses results of another model, data
+set, method or parameters). ``--backend ray`` runs the shards as Ray tasks (``pip install "sis-attr[ray]"``;
+``--ray-address`` joins a running cluster).
+
 Bad input (a model that does not import, weights or data that do not fit the model, an empty data set, labels
 outside the model's classes, an output directory that cannot be written...) ends with exit status 2 and a
 one-line message; the report directory is written through a staging directory, so nothing half-written looks
-complete.
+complete, and a staging directory left by an interrupted run is removed by the next. An existing ``--out``
+directory is only written to if sis-attr wrote it (it holds the ``.sis-attr-report`` marker) or if none of the
+files the report writes is there; ``--overwrite`` replaces such files anyway. This is checked before any
+computation starts.
 """
 
 from __future__ import annotations
@@ -166,8 +175,11 @@ def load_model(spec: str) -> nn.Module:
         raise CLIError(f"--model: {attr!r} in {module_part!r} is not callable (got {type(obj).__name__}).")
     try:
         model = obj()
-    except Exception as err:
-        raise CLIError(f"--model: calling {attr}() failed with {type(err).__name__}: {_first_line(err)}") from err
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # SystemExit too: a factory that exits is an error of --model, not sis-attr's exit
+        what = f"{type(err).__name__}({err.code!r})" if isinstance(err, SystemExit) else type(err).__name__
+        raise CLIError(f"--model: calling {attr}() failed with {what}: {_first_line(err)}") from err
     if not isinstance(model, nn.Module):
         raise CLIError(f"--model: {attr}() must return a torch.nn.Module. Got {type(model).__name__} instead.")
     return model
@@ -206,6 +218,30 @@ def _unsafe_globals(file: Path) -> list[str]:
         return sorted(str(name) for name in inspect(file))
     except Exception:  # not a checkpoint written by torch.save (legacy format, or no checkpoint at all)
         return []
+
+
+def _pickle_calls(file: Path) -> list[str]:
+    """The ``module.name`` globals a plain pickle file would import when loaded (read with pickletools, nothing
+    runs), other than torch's and the standard containers'; empty where the file cannot be parsed."""
+    import pickletools
+
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(file, "rb") as f:
+            for opcode, arg, _ in pickletools.genops(f):
+                if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(str(arg))
+                elif opcode.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif opcode.name == "STOP":
+                    break
+    except Exception:  # not a pickle, or one pickletools cannot walk: torch.load's own message stands
+        pass
+    safe = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset")
+    return sorted({g for g in found if not g.startswith(safe)})
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_pickle: bool = False) -> None:
@@ -248,16 +284,23 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, unsafe_load_
     if not file.is_file():
         raise CLIError(f"--weights: the file {str(file)!r} does not exist.")
     if not unsafe_load_pickle:
-        unsafe = _unsafe_globals(file)
+        unsafe = _unsafe_globals(file) or _pickle_calls(file)  # a torch.save checkpoint, else a plain pickle
         if unsafe:
             raise CLIError(
                 f"--weights: {str(file)!r} is not a plain state dict: it holds pickled {_examples(unsafe)}, which "
-                "torch.load(weights_only=True) refuses. If you trust the file, pass --unsafe-load-pickle (it can run "
-                "arbitrary code), or save model.state_dict() instead."
+                "torch.load(weights_only=True) refuses because loading it can run arbitrary code. If you trust the "
+                "file, pass --unsafe-load-pickle, or save model.state_dict() instead."
             )
     try:
         obj = torch.load(file, map_location="cpu", weights_only=not unsafe_load_pickle)
     except pickle.UnpicklingError as err:
+        calls = [] if unsafe_load_pickle else _pickle_calls(file)
+        if calls:
+            raise CLIError(
+                f"--weights: {str(file)!r} is not a plain state dict: it is a pickle that calls {_examples(calls)} "
+                "when loaded, which torch.load(weights_only=True) refuses because it can run arbitrary code. If you "
+                "trust the file, pass --unsafe-load-pickle, or save model.state_dict() with torch.save instead."
+            ) from err
         # torch wraps the unpickler's own error (e.g. "Unsupported operand 110") in a long explanation: report
         # the original one
         reason = _first_line(err.__context__ if isinstance(err.__context__, pickle.UnpicklingError) else err)
@@ -343,7 +386,8 @@ def load_data(
     images_key, labels_key : str, default "X", "y"
         Arrays of an ``.npz`` archive.
     grayscale : bool, default False
-        Read image folders as one-channel images.
+        One-channel images: image folders are read in Pillow's ``"L"`` mode; CIFAR-10 and ``.npz`` colour images
+        are converted with the same ITU-R 601-2 luma weights (``0.299 R + 0.587 G + 0.114 B``).
     seed : int, default 0
         Seed of the draw from an image folder.
 
@@ -375,7 +419,7 @@ def load_data(
             if split not in ("test", "train"):
                 raise CLIError(f"--split must be 'test' or 'train'. Got {split!r}.")
             images, labels, names = load_cifar10_batches(root, split, limit)  # type: ignore[arg-type]
-            return images, labels, names
+            return (_grayscale(images) if grayscale else images), labels, names
         images, labels, names = load_image_folder(root, mode="L" if grayscale else "RGB")
         if limit is not None and limit < images.shape[0]:
             keep = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:limit]
@@ -391,8 +435,67 @@ def load_data(
         images, labels, names = load_npz_images(root, images_key, labels_key)
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
-        return images, labels, names
+        return (_grayscale(images) if grayscale else images), labels, names
     raise CLIError(f"--data: {str(root)!r} does not exist.")
+
+
+def _grayscale(images: Tensor) -> Tensor:
+    """``(N, 1, H, W)`` luma of ``(N, 3, H, W)`` colour images (Pillow's "L" weights); one channel is kept."""
+    if images.shape[1] == 1:
+        return images
+    if images.shape[1] != 3:
+        raise CLIError(f"--grayscale needs colour (3-channel) or grey images. Got {images.shape[1]} channels.")
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+# ------------------------------------------------------------------------------------------------ output
+_AUDIT_FILES = ("index.html", "report.json", "selection.pt")
+_AUDIT_DIRS = ("figures",)
+_DEMO_FILES = ("index.html", "comparison.json")
+_DEMO_DIRS = ("figures", "clean-cnn", "shortcut-cnn")
+
+
+def _claim_output(out: Path, *, overwrite: bool, files: Sequence[str], dirs: Sequence[str]) -> None:
+    """Refuse, before any computation, an ``--out`` where the report would replace a user's own files.
+
+    Directories the report writes (``figures/``...) are only ever replaced when sis-attr wrote them; files
+    (``index.html``...) only in a directory sis-attr wrote (its marker file) or with ``--overwrite``. Staging
+    directories left by an interrupted run are removed first.
+    """
+    from sis_attr.overinterpretation.report._writer import MARKER
+
+    _remove_staging(out)
+    if not out.is_dir():
+        return
+    for name in dirs:
+        sub = out / name
+        if sub.exists() and not (sub.is_dir() and (sub / MARKER).is_file()):
+            raise CLIError(
+                f"--out: {str(sub)!r} exists and was not written by sis-attr, and the report would replace it. Move "
+                "it, or choose another --out."
+            )
+    if overwrite or (out / MARKER).is_file():
+        return
+    clashes = [name for name in files if (out / name).exists()]
+    if clashes:
+        raise CLIError(
+            f"--out: {str(out)!r} holds {', '.join(clashes)}, which sis-attr did not write (the directory has no "
+            f"{MARKER} marker) and the report would replace. Pass --overwrite to replace them, or choose another "
+            "--out."
+        )
+
+
+def _remove_staging(out: Path) -> None:
+    """Remove the hidden staging directories a killed report writer left beside or inside ``out``."""
+    import shutil
+
+    leftovers = list(out.parent.glob(f".{out.name}.sis-attr-staging-*")) if out.parent.is_dir() else []
+    if out.is_dir():
+        leftovers += list(out.glob(".sis-attr-staging-*")) + list(out.glob(".sis-attr-old-*"))
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ parser
@@ -473,6 +576,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int, help="training epochs per model (default 6, fast 4)")
     demo.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace report files in --out that sis-attr did not write"
+    )
 
     aud = sub.add_parser(
         "audit",
@@ -529,6 +635,28 @@ def _build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--examples", type=_non_negative_int, default=10, help="example SIS shown (default: 10)")
     aud.add_argument("--name", help="model name in the report (default: MODULE:CALLABLE without directories)")
     aud.add_argument("--out", default="sis-attr-report", help="report directory (default: %(default)s)")
+    aud.add_argument(
+        "--overwrite", action="store_true", help="replace report files in --out that sis-attr did not write"
+    )
+    aud.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="where finished shards are written; a rerun resumes from it (default: OUT/checkpoint)",
+    )
+    aud.add_argument("--shard-size", type=_positive_int, metavar="N", help="images per shard (default: 64 or more)")
+    aud.add_argument(
+        "--scores-dtype",
+        choices=("float32", "float16", "float64"),
+        default="float32",
+        help="precision of the stored scores (default: %(default)s)",
+    )
+    aud.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="run the shards here or as Ray tasks (pip install 'sis-attr[ray]'; default: %(default)s)",
+    )
+    aud.add_argument("--ray-address", metavar="ADDR", help="with --backend ray: join this cluster (e.g. auto)")
     aud.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     from sis_attr._cli_study import add_study_parser  # the human study (its own module: it imports this one)
@@ -555,11 +683,14 @@ def _resolve_device(text: str) -> torch.device:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from sis_attr.demo import _N_TEST, run_demo
+    from sis_attr.overinterpretation.report import check_output_directory
 
     if args.images is not None and args.images > _N_TEST:
         raise CLIError(
             f"--images must be in [1, {_N_TEST}] (the demo holds out {_N_TEST} test digits). Got {args.images}."
         )
+    out = check_output_directory(args.out, "sis-attr demo")
+    _claim_output(out, overwrite=args.overwrite, files=_DEMO_FILES, dirs=_DEMO_DIRS)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -591,11 +722,15 @@ def _run_audit(args: argparse.Namespace) -> int:
     from sis_attr.overinterpretation.report import check_output_directory
 
     out = check_output_directory(args.out, "sis-attr audit")
+    _claim_output(out, overwrite=args.overwrite, files=_AUDIT_FILES, dirs=_AUDIT_DIRS)
     device = _resolve_device(args.device)
     if (args.mean is None) != (args.std is None):
         raise CLIError("--mean and --std go together: give both (one value per channel) or neither.")
     if args.method == "exact" and (args.k is not None or args.shortlist is not None):
         raise CLIError("--k and --shortlist apply to --method gradient only.")
+    if args.ray_address is not None and args.backend != "ray":
+        raise CLIError("--ray-address applies to --backend ray only.")
+    checkpoint = Path(args.checkpoint) if args.checkpoint is not None else out / "checkpoint"
 
     model = load_model(args.model)
     if args.weights is not None:
@@ -640,22 +775,28 @@ def _run_audit(args: argparse.Namespace) -> int:
         feature_mask = block_feature_mask(int(images.shape[2]), int(images.shape[3]), args.superpixel)
     module_part, _, attr = args.model.rpartition(":")
     name = args.name or f"{Path(module_part).name}:{attr}"
-    report = audit(
-        model,
-        (images, labels, names),
-        method=args.method,
-        threshold=args.threshold,
-        fraction=args.fraction,
-        baselines=baselines,
-        feature_mask=feature_mask,
-        k=args.k if args.k is not None else 1,
-        shortlist=args.shortlist,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        n_examples=args.examples,
-        name=name,
-        show_progress=not args.no_progress,
-    )
+    options: dict[str, Any] = {} if args.k is None else {"k": args.k}
+    with _ray_cluster(args.backend, args.ray_address):
+        report = audit(
+            model,
+            (images, labels, names),
+            method=args.method,
+            threshold=args.threshold,
+            fraction=args.fraction,
+            baselines=baselines,
+            feature_mask=feature_mask,
+            shortlist=args.shortlist,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            n_examples=args.examples,
+            name=name,
+            checkpoint_dir=checkpoint,
+            shard_size=args.shard_size,
+            scores_dtype=args.scores_dtype,
+            backend=args.backend,
+            show_progress=not args.no_progress,
+            **options,
+        )
     report = dataclasses.replace(
         report,
         settings={
@@ -664,6 +805,7 @@ def _run_audit(args: argparse.Namespace) -> int:
             "model factory": args.model,
             "weights": args.weights or "(none: the factory's own)",
             "data": str(args.data),
+            "checkpoint": str(checkpoint),
             "normalisation": "none" if args.mean is None else f"mean {args.mean}, std {args.std}",
             "mask space": "input" if args.mean is None else args.mask_space,
             **({"features": f"{args.superpixel}x{args.superpixel} superpixels"} if args.superpixel else {}),
@@ -673,6 +815,28 @@ def _run_audit(args: argparse.Namespace) -> int:
     print(report.summary())
     print(f"\nReport: {index}")
     return 0
+
+
+@contextlib.contextmanager
+def _ray_cluster(backend: str, address: str | None) -> Iterator[None]:
+    """With ``--backend ray``: join the cluster at ``address`` (or start a local one) for the command's duration."""
+    if backend != "ray":
+        yield
+        return
+    from sis_attr.overinterpretation._ray import import_ray
+
+    ray = import_ray("sis-attr audit")
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except Exception as err:  # an unreachable address, a version mismatch...
+        raise CLIError(f"--ray-address {address}: cannot join the Ray cluster ({_first_line(err)}).") from err
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _show_warning(

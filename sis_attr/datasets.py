@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NamedTuple
@@ -582,7 +584,7 @@ def load_npz_images(
         raise DatasetNotFoundError(f"The `path` parameter of {caller} must be an existing .npz file. Got {source!r}.")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a corrupt or truncated archive
         raise SISValueError(f"{caller} could not read {source} as a .npz archive: {err}") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise SISValueError(f"{caller} expected {source} to be a .npz archive, not a single .npy array.")
@@ -594,12 +596,21 @@ def load_npz_images(
                     f"The `{param}` parameter of {caller} must name an array in {source}. "
                     f"Got {key!r}; the archive holds {keys}."
                 )
-        images = _array_to_images(archive[images_key], layout, caller, source)
-        labels = _labels_from_array(archive[labels_key], images.shape[0], caller, source)
+        images = _array_to_images(_npz_array(archive, images_key, caller, source), layout, caller, source)
+        labels = _labels_from_array(_npz_array(archive, labels_key, caller, source), images.shape[0], caller, source)
         if class_names is None and "class_names" in keys:
-            class_names = [str(n) for n in archive["class_names"].tolist()]
+            class_names = [str(n) for n in _npz_array(archive, "class_names", caller, source).tolist()]
     names = _resolve_class_names(class_names, labels, caller)
     return LabelledImages(images, labels, names)
+
+
+def _npz_array(archive: Any, key: str, caller: str, source: str) -> np.ndarray:
+    """One array of an open archive; a corrupt member or an array of Python objects is an SISValueError."""
+    try:
+        return np.asarray(archive[key])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        why = "it holds Python objects, which are never unpickled" if "allow_pickle" in str(err) else str(err)
+        raise SISValueError(f"{caller} could not read the array {key!r} of {source}: {why}.") from err
 
 
 def _resolve_class_names(class_names: Sequence[str] | None, labels: Tensor, caller: str) -> tuple[str, ...]:

@@ -395,3 +395,175 @@ def test_real_process_error_has_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert not (tmp_path / "sis-attr-report").exists()
+
+
+# ------------------------------------------------------------------------------------------------ issue 9
+def test_rerun_resumes_from_the_checkpoint_and_rebuilds_without_recomputing(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = audit_args(workspace, "--shard-size", "2")
+    code, first, err = run(args, capsys)
+    assert code == 0, err
+    checkpoint = workspace / "out" / "checkpoint"
+    assert len(list(checkpoint.glob("shard-*.npz"))) == 3
+    report = json.loads((workspace / "out" / "report.json").read_text())["report"]
+    assert report["settings"]["checkpoint"] == str(checkpoint)
+    (checkpoint / "shard-000001.json").unlink()  # as if killed during shard 1
+    import sis_attr.overinterpretation.selection as selection_module
+
+    computed: list[int] = []
+    original = selection_module._compute_shard
+
+    def counting(*a: object, **k: object) -> object:
+        computed.append(int(a[5]))  # type: ignore[call-overload]
+        return original(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(selection_module, "_compute_shard", counting)
+    code, second, err = run(args, capsys)
+    assert code == 0, err
+    assert computed == [2]  # only the missing shard (images 2..3) ran
+    assert second == first
+    code, third, err = run(args, capsys)
+    assert code == 0 and third == first and computed == [2]  # a finished run: the report is rebuilt
+    code, _, err = run([*args, "--method", "gradient"], capsys)
+    assert code == 2 and "will not mix results" in err and "another method" in err
+
+
+def test_k_adaptive_works(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9, defect 2: --k adaptive was listed by --help but always failed."""
+    code, _, err = run(audit_args(workspace, "--method", "gradient", "--k", "adaptive"), capsys)
+    assert code == 0, err
+    payload = json.loads((workspace / "out" / "report.json").read_text())["report"]
+    assert payload["settings"]["k"] == "adaptive"
+
+
+@pytest.mark.parametrize("name", ["index.html", "report.json", "selection.pt"])
+def test_user_files_in_out_are_never_overwritten_without_overwrite(
+    name: str, workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9, defect 1: a user's own file in --out is refused before any computation, unless --overwrite."""
+    out = workspace / "out"
+    out.mkdir()
+    (out / name).write_text("my own work")
+    (out / "notes.txt").write_text("unrelated")
+    import sis_attr.overinterpretation as oi
+
+    monkeypatch.setattr(oi, "audit", lambda *a, **k: pytest.fail("the audit ran"))
+    code, stdout, err = run(audit_args(workspace), capsys)
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert f"holds {name}, which sis-attr did not write" in err and "--overwrite" in err
+    assert (out / name).read_text() == "my own work" and not (out / "checkpoint").exists()
+    monkeypatch.undo()
+    code, _, err = run([*audit_args(workspace), "--overwrite"], capsys)
+    assert code == 0, err
+    assert (out / name).read_bytes() != b"my own work" and (out / "notes.txt").read_text() == "unrelated"
+    code, _, err = run(audit_args(workspace), capsys)  # now marked as sis-attr's: replaced without --overwrite
+    assert code == 0, err
+
+
+def test_user_directory_named_like_a_report_directory_is_refused_before_computing(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workspace / "out" / "figures").mkdir(parents=True)
+    (workspace / "out" / "figures" / "mine.png").write_bytes(b"png")
+    import sis_attr.overinterpretation as oi
+
+    monkeypatch.setattr(oi, "audit", lambda *a, **k: pytest.fail("the audit ran"))
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run([*audit_args(workspace), *extra], capsys)
+        assert code == 2 and "figures' exists and was not written by sis-attr" in err
+    assert (workspace / "out" / "figures" / "mine.png").read_bytes() == b"png"
+
+
+def test_demo_refuses_user_files_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sis_attr.demo as demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: pytest.fail("the demo ran"))
+    for name in ("index.html", "comparison.json"):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_text("mine")
+        code, _, err = run(["demo", "--out", str(out), "--no-progress"], capsys)
+        assert code == 2 and f"holds {name}" in err and (out / name).read_text() == "mine"
+    (tmp_path / "d" / "clean-cnn").mkdir(parents=True)
+    code, _, err = run(["demo", "--out", str(tmp_path / "d"), "--no-progress", "--overwrite"], capsys)
+    assert code == 2 and "clean-cnn' exists and was not written by sis-attr" in err
+
+
+def test_staging_directories_left_by_a_killed_writer_are_removed(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9, defect 5: a SIGKILL while writing left a hidden staging directory that was never cleaned."""
+    beside = workspace / ".out.sis-attr-staging-deadbeef"
+    beside.mkdir()
+    (beside / "index.html").write_text("half")
+    code, _, err = run(audit_args(workspace), capsys)
+    assert code == 0, err
+    inside = workspace / "out" / ".sis-attr-staging-0badf00d"
+    inside.mkdir()
+    code, _, err = run(audit_args(workspace), capsys)
+    assert code == 0, err
+    assert not beside.exists() and not inside.exists()
+    assert not [p for p in workspace.rglob("*sis-attr-staging*")]
+
+
+def test_factory_that_exits_is_reported(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workspace / "exits.py").write_text("import sys\n\ndef build():\n    sys.exit(3)\n")
+    code, out, err = run(audit_args(workspace, "--model", str(workspace / "exits.py") + ":build"), capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "calling build() failed with SystemExit(3)" in err
+
+
+def test_grayscale_is_honoured_for_cifar_and_npz(workspace: Path) -> None:
+    from sis_attr.cli import load_data
+    from sis_attr.testing import write_cifar10_batches
+
+    rgb, _, _ = load_data(workspace / "rgb.npz")
+    grey, _, _ = load_data(workspace / "rgb.npz", grayscale=True)
+    assert grey.shape == (3, 1, 6, 6)
+    torch.testing.assert_close(grey[:, 0], 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2])
+    batches = workspace / "cifar-10-batches-py"
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    write_cifar10_batches(batches, images, torch.tensor([0, 1]), split="test")
+    assert load_data(batches, grayscale=True)[0].shape == (2, 1, 32, 32)
+    one, _, _ = load_data(workspace / "data.npz", grayscale=True)  # already one channel: unchanged
+    assert torch.equal(one, load_data(workspace / "data.npz")[0])
+
+
+def test_refused_pickle_names_the_reason_and_the_flag(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            import os
+
+            return (os.system, ("echo pwned > " + str(workspace / "pwned"),))
+
+    with open(workspace / "evil.pt", "wb") as f:
+        pickle.dump({"state_dict": Evil()}, f)
+    torch.save({"state_dict": Evil()}, workspace / "evil_torch.pt")
+    for name in ("evil.pt", "evil_torch.pt"):
+        code, out, err = run(audit_args(workspace, "--weights", str(workspace / name)), capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "pickled posix.system" in err and "arbitrary code" in err and "--unsafe-load-pickle" in err
+    assert not (workspace / "pwned").exists()
+
+
+@pytest.mark.parametrize("kind", ["bad zip", "object array", "truncated"])
+def test_corrupt_npz_is_a_one_line_error(kind: str, workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9, defect 4: a corrupt .npz crashed with a traceback and exit 1."""
+    path = workspace / "broken.npz"
+    if kind == "bad zip":
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    elif kind == "object array":
+        np.savez(path, X=np.array([np.zeros(3), np.zeros(2)], dtype=object), y=np.array([0, 1]))
+    else:
+        np.savez(path, X=np.zeros((4, 6, 6), dtype=np.uint8), y=np.zeros(4, dtype=np.int64))
+        path.write_bytes(path.read_bytes()[:-40])
+    code, out, err = run(audit_args(workspace, "--data", str(path)), capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("sis-attr audit: error: load_npz_images could not read")
+    if kind == "object array":
+        assert "Python objects" in err

@@ -64,10 +64,13 @@ def smallest_uint(max_value: int) -> np.dtype[Any]:
 def tensor_sha256(tensor: Tensor, digest: Any = None) -> str:
     """SHA-256 of a tensor's dtype, shape and values (on the CPU, contiguous); updates ``digest`` if given."""
     h = digest if digest is not None else hashlib.sha256()
-    t = tensor.detach().cpu().contiguous()
+    t = tensor.detach().cpu()
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
     if t.numel():
-        h.update(cast(Any, t.reshape(-1).view(torch.uint8).numpy()))  # the buffer, not a copy
+        flat = t.reshape(-1)
+        if flat.stride(0) != 1:  # a broadcast view: copy it into dense memory
+            flat = flat.new_empty(flat.shape).copy_(flat)
+        h.update(cast(Any, flat.view(torch.uint8).numpy()))  # the buffer, not a copy
     return str(h.hexdigest())
 
 

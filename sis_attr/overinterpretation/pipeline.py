@@ -187,8 +187,8 @@ def _describe_baseline(baselines: object) -> str:
 def _default_chunk_size(impl: Method, n_features: int) -> int:
     """Images per backward-selection call: enough to fill a batch, few enough for a live progress bar."""
     if isinstance(impl, GradientMethod):
-        return max(1, min(64, impl.batch_size // (impl.shortlist or 1)))
-    return max(1, min(64, -(-2 * impl.batch_size // max(1, n_features))))
+        return max(1, min(64, impl.initial_batch_size() // (impl.shortlist or 1)))
+    return max(1, min(64, -(-2 * impl.initial_batch_size() // max(1, n_features))))
 
 
 # ------------------------------------------------------------------------------------------------ examples
@@ -349,7 +349,7 @@ def audit(
     thresholds: Sequence[float] | None = None,
     k: int | float | str | AdaptiveK | AutoK = DEFAULT_K,
     shortlist: int | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = 256,
     chunk_size: int | None = None,
     seed: int = 0,
     n_examples: int = 10,
@@ -417,8 +417,8 @@ def audit(
     shortlist : int, optional
         With ``method="gradient"``: choose each removal exactly among the ``shortlist`` features the gradient
         ranks first (the gradient-screened exact hybrid).
-    batch_size : int, default 256
-        Images per forward pass (masked images during backward selection).
+    batch_size : int or None, default 256
+        Images per forward pass (masked images during backward selection); None: measured on the first problem.
     chunk_size : int, optional
         Images per backward-selection call (the progress bar advances per call). By default enough images to
         fill ``batch_size`` with the candidates of one step (exact: ``ceil(2 * batch_size / d)``; gradient:
@@ -589,7 +589,7 @@ def audit(
             n_examples=n_examples,
             seed=seed,
             class_names=names,
-            batch_size=impl.batch_size,
+            batch_size=impl.initial_batch_size(),
             caller=caller,
         )
     _reissue(caught, notes)
@@ -608,7 +608,7 @@ def audit(
         "baseline": _describe_baseline(baselines),
         "thresholds": list(grid),
         "seed": seed,
-        "batch_size": impl.batch_size,
+        "batch_size": impl.batch_size if impl.batch_size is not None else "measured",
         "device": str(device),
     }
     if sel.method == "gradient":
@@ -670,7 +670,7 @@ def _analysis_pass(
     Blocks hold a multiple of ``batch_size`` images, so the forward passes see the batches a single pass would.
     """
     source = run.source
-    batch_size = run.task.impl.batch_size
+    batch_size = run.task.impl.initial_batch_size()
     block = batch_size * max(1, math.ceil(run.shard_size / batch_size))
     generator = torch.Generator().manual_seed(seed)  # drawn block after block: the same draws as all at once
     fmask = run.task.feature_mask

@@ -511,7 +511,7 @@ def _compute_shard(
     """
     device = model_device(model)
     n = int(images.shape[0])
-    batch_size = task.impl.batch_size
+    batch_size = task.impl.initial_batch_size()  # the full-image pass: forward only
     probs = predict_probabilities(model, images, task.caller, batch_size=batch_size)
     tgt = probs.argmax(dim=1) if targets is None else targets.to("cpu", torch.long)
     confidences = probs.gather(1, tgt.unsqueeze(1)).squeeze(1)
@@ -876,7 +876,7 @@ def backward_selection(
     k: int | float | str | AdaptiveK | AutoK = DEFAULT_K,
     shortlist: int | None = None,
     threshold: float | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = 256,
     chunk_size: int = 64,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     shard_size: int | None = None,
@@ -932,8 +932,8 @@ def backward_selection(
     threshold : float, optional
         The SIS threshold that an adaptive or automatic ``k`` steers by (``k="adaptive"`` needs it); ignored
         by the exact method.
-    batch_size : int, default 256
-        Masked images per forward pass.
+    batch_size : int or None, default 256
+        Masked images per forward pass; None: measured on the first problem.
     chunk_size : int, default 64
         Images per call of the backward-selection routine (bounds memory, sets progress granularity).
     checkpoint_dir : str or os.PathLike, optional
