@@ -1,0 +1,155 @@
+"""The automatic schedule (``k="auto"``): validity, the exact oracle, invariances and a real-data size bound."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sis_attr import AutoK, BatchedGradientSIS
+from sis_attr.exceptions import SISTypeError, SISValueError
+from sis_attr.functional import batched_gradient_sis, sufficient_input_subsets
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCES = ROOT / "benchmarks" / "results" / "exact_references" / "superpixels"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _conv_net(seed: int, side: int, classes: int = 3) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 6, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Conv2d(6, 6, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * side * side, classes),
+    ).double()
+    with torch.no_grad():  # no biases: the all-baseline input scores 1/classes (an uninformative baseline)
+        for name, p in net.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * (0.0 if "bias" in name else 0.35))
+    return net.eval()
+
+
+def _scores_alone(net: torch.nn.Module, x: torch.Tensor, keep: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        p = torch.softmax(net(torch.where(keep.bool(), x, torch.zeros_like(x))), 1)
+    return p.gather(1, target[:, None])[:, 0]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    side=st.sampled_from([4, 7]),
+    threshold=st.floats(0.4, 0.95),
+    endgame=st.integers(0, 12),
+    screen_at=st.integers(0, 40),
+)
+def test_every_sis_of_the_automatic_schedule_is_sufficient(
+    seed: int, side: int, threshold: float, endgame: int, screen_at: int
+) -> None:
+    net = _conv_net(seed, side)
+    x = torch.randn(3, 2, side, side, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
+    k = AutoK(endgame=endgame, screen_at=screen_at, shortlist=4)
+    res = batched_gradient_sis(net, x, threshold=threshold, k=k)
+    target = torch.stack([torch.as_tensor(e.target) for e in res])
+    alone = _scores_alone(net, x, res.keep_mask(), target)
+    for i, e in enumerate(res):
+        assert e.record.order.numel() == side * side  # every feature is removed exactly once
+        assert sorted(e.record.order.tolist()) == list(range(side * side))
+        if e.sis is not None:
+            assert alone[i] >= threshold - 1e-9
+
+
+def test_with_at_most_endgame_features_the_schedule_is_exact_backselect() -> None:
+    net = _conv_net(3, 4)
+    x = torch.randn(4, 2, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    auto = batched_gradient_sis(net, x, threshold=0.6, k=AutoK(endgame=16))
+    exact = sufficient_input_subsets(net, x, threshold=0.6, feature_mask=torch.arange(16).reshape(1, 1, 4, 4))
+    for a, b in zip(auto, exact, strict=True):
+        assert a.record.order.tolist() == b.record.order.tolist()
+        assert a.size == b.size
+
+
+def test_the_schedule_is_deterministic_and_batch_size_invariant() -> None:
+    net = _conv_net(5, 7)
+    x = torch.randn(5, 2, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
+    k = AutoK(endgame=8, screen_at=24, shortlist=6)
+    runs = [batched_gradient_sis(net, x, threshold=0.7, k=k, batch_size=bs) for bs in (64, 64, 3, 1)]
+    orders = [[e.record.order.tolist() for e in r] for r in runs]
+    assert orders[0] == orders[1] == orders[2] == orders[3]
+    assert [e.size for e in runs[0]] == [e.size for e in runs[2]]
+
+
+def test_auto_is_the_default_and_shortlist_sets_its_screening() -> None:
+    net = _conv_net(5, 7)
+    x = torch.randn(2, 2, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
+    default = BatchedGradientSIS(net).explain(x, threshold=0.7)
+    auto = BatchedGradientSIS(net).explain(x, threshold=0.7, k="auto")
+    assert [e.record.order.tolist() for e in default] == [e.record.order.tolist() for e in auto]
+    short = batched_gradient_sis(net, x, threshold=0.7, k="auto", shortlist=4)
+    explicit = batched_gradient_sis(net, x, threshold=0.7, k=AutoK(shortlist=4))
+    assert [e.record.order.tolist() for e in short] == [e.record.order.tolist() for e in explicit]
+
+
+@pytest.mark.parametrize(
+    ("k", "match"),
+    [
+        (AutoK(fraction=0.0), "AutoK.fraction must be a fraction in"),
+        (AutoK(screen_fraction=1.5), "AutoK.screen_fraction must be a fraction in"),
+        (AutoK(shortlist=0), "AutoK.shortlist must be at least 1"),
+        (AutoK(endgame=-1), "AutoK.endgame must be at least 0"),
+        (AutoK(margin=float("nan")), "AutoK.margin must be a finite number"),
+        ("automatic", "'auto', 'adaptive'"),
+    ],
+)
+def test_bad_schedules_say_what_was_expected(k: object, match: str) -> None:
+    with pytest.raises(SISValueError, match=match):
+        batched_gradient_sis(_conv_net(0, 4), torch.randn(1, 2, 4, 4, dtype=torch.float64), threshold=0.5, k=k)
+
+
+def test_a_non_integer_endgame_is_a_type_error() -> None:
+    with pytest.raises(SISTypeError, match=r"AutoK\.endgame must be an integer"):
+        batched_gradient_sis(
+            _conv_net(0, 4), torch.randn(1, 2, 4, 4, dtype=torch.float64), threshold=0.5, k=AutoK(endgame=2.5)
+        )  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ real data
+#: measured with the default AutoK on the first 4 stored references (2x2-pixel features, threshold 0.99):
+#: benchmarks/bench_sis_schedule.py; the bound allows no regression beyond 1.25x exact BackSelect's total
+AUTO_TOTAL_BOUND_RATIO = 1.25
+
+
+def test_auto_sis_on_real_cifar_images_stay_close_to_exact_backselect(shared_data: Path) -> None:
+    refs = [json.loads(p.read_text()) for p in sorted(REFERENCES.glob("test_*.json"))][:4]
+    if len(refs) < 4:
+        pytest.skip("the stored exact references (benchmarks/exact_references.py) are missing")
+    from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, load_cifar10_batches, normalize
+    from sis_attr.models import load_pretrained_cifar_resnet
+
+    images, _, _ = load_cifar10_batches(
+        shared_data / "cifar10" / "cifar-10-batches-py-subset", "test", limit=max(r["test_index"] for r in refs) + 1
+    )
+    x = normalize(images, *CIFAR10_MEAN_STD_AKAMASTER)[[r["test_index"] for r in refs]]
+    model = load_pretrained_cifar_resnet(20, weights_dir=shared_data / "weights", with_normalization=False).eval()
+    blocks = ((torch.arange(32)[:, None] // 2) * 16 + torch.arange(32)[None, :] // 2).reshape(1, 1, 32, 32)
+    target = torch.tensor([r["target"] for r in refs])
+    res = batched_gradient_sis(model, x, target=target, feature_mask=blocks, threshold=0.99)
+    sizes = [e.size for e in res]
+    exact = [r["sis_size_at_threshold"] for r in refs]
+    assert all(s is not None for s in sizes)
+    assert sum(sizes) <= AUTO_TOTAL_BOUND_RATIO * sum(exact), (sizes, exact)  # type: ignore[arg-type]
+    assert bool((_scores_alone(model, x, res.keep_mask(), target) >= 0.99).all())
