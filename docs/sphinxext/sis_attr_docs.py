@@ -1,13 +1,20 @@
 """Helpers of the sis_attr documentation build, importable without Sphinx (the tests use them too).
 
-* :data:`PUBLIC_MODULES`: the modules whose ``__all__`` ``docs/api.rst`` must list name by name.
-* :func:`public_submodules`: every other public module of the package (found by walking it); each name in
-  their ``__all__`` must be documented too, under that module or under any public name of the same object
-  (for instance ``sis_attr.exact_sis.SufficientInputSubsets`` is ``sis_attr.SufficientInputSubsets``).
-* :func:`documented_names`: the names listed in the ``autosummary`` blocks of ``docs/api.rst``.
-* :func:`api_coverage_problems`: what ``api.rst`` misses, and what it lists that is not public. As a Sphinx
-  extension (``setup``) the problems are reported as warnings, so ``sphinx -W`` fails on them.
+* :data:`PUBLIC_MODULES`: the modules whose ``__all__`` ``docs/api.rst`` must document.
+* :func:`public_submodules`: every other public module of the package (found by walking it).
+* :func:`documented_names` / :func:`api_sections`: the names listed in the ``autosummary`` blocks of
+  ``docs/api.rst`` (and the section of the page each one is listed in).
+* :func:`api_coverage_problems`: what ``api.rst`` misses, lists twice, or lists that is not public. Every object
+  gets exactly one page: a name exported from two modules (``sis_attr.SISError`` is
+  ``sis_attr.exceptions.SISError``) is listed once, and references to the other spelling are redirected to
+  that page (:func:`alias_targets`). As a Sphinx extension (``setup``) the problems are warnings, so
+  ``sphinx -W`` fails on them.
 * :class:`ExampleOrder`: the order of the examples in the gallery.
+* As a Sphinx extension it also renders math to MathML at build time (no JavaScript, nothing fetched), fills
+  the API sidebar (``_templates/api-sidebar.html``), keeps the "previous/next" links of a page inside its part
+  of the site, links the Python names of the changelog to their API pages, and turns the few PyTorch, Captum and
+  NumPy names of the API pages into plain outbound links (:data:`EXTERNAL_NAMES`; no intersphinx, which would
+  download inventories at build time).
 """
 
 from __future__ import annotations
@@ -80,18 +87,25 @@ def resolve(name: str) -> Any:
     return importlib.import_module(name)
 
 
-def documented_names(api_rst: Path = API_RST) -> set[str]:
-    """Fully qualified names listed in the ``autosummary`` blocks of ``api_rst``.
+def api_sections(api_rst: Path = API_RST) -> list[tuple[str, list[str]]]:
+    """``(section title, [fully qualified names])`` for each top-level section of ``api_rst``, in page order.
 
-    Entries are resolved against the latest ``.. currentmodule::``; a leading ``~`` is ignored and an entry
-    that already starts with ``sis_attr`` is taken as fully qualified.
+    The sections are the headings underlined with ``-``; the names are the entries of their ``autosummary``
+    blocks, resolved against the latest ``.. currentmodule::`` (a leading ``~`` is ignored and an entry that
+    already starts with ``sis_attr`` is taken as fully qualified). Names listed before the first section are
+    grouped under ``""``; sections without names are left out.
     """
-    found: set[str] = set()
+    sections: list[tuple[str, list[str]]] = [("", [])]
     current = ""
     in_block = False
     block_indent = -1
-    for raw in api_rst.read_text(encoding="utf-8").splitlines():
-        line = raw.rstrip()
+    lines = [raw.rstrip() for raw in api_rst.read_text(encoding="utf-8").splitlines()]
+    for i, line in enumerate(lines):
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.strip() and nxt and set(nxt) == {"-"} and len(nxt) >= len(line.strip()) and not line.startswith(" "):
+            sections.append((line.strip().replace("``", ""), []))
+            in_block = False
+            continue
         m = _CURRENTMODULE.match(line.strip())
         if m:
             current = m.group(1)
@@ -112,47 +126,98 @@ def documented_names(api_rst: Path = API_RST) -> set[str]:
         if entry.startswith(":"):  # an option such as :toctree: or :nosignatures:
             continue
         entry = entry.lstrip("~")
-        found.add(entry if entry.startswith("sis_attr") or not current else f"{current}.{entry}")
-    return found
+        sections[-1][1].append(entry if entry.startswith("sis_attr") or not current else f"{current}.{entry}")
+    return [(title, names) for title, names in sections if names]
+
+
+def documented_names(api_rst: Path = API_RST) -> set[str]:
+    """Fully qualified names listed in the ``autosummary`` blocks of ``api_rst`` (see :func:`api_sections`)."""
+    return {name for _, names in api_sections(api_rst) for name in names}
+
+
+_SCALARS = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _identity(name: str, obj: Any) -> tuple[Any, ...]:
+    """What makes two public names the same object: ``id`` for objects, the short name and value for scalars.
+
+    (Equal small integers or strings share an ``id`` by coincidence: ``PAPER_EPOCHS`` is not ``CONTENT_NOISE``.)
+    """
+    if isinstance(obj, _SCALARS):
+        return ("scalar", name.rpartition(".")[2], repr(obj))
+    return ("object", id(obj))
+
+
+def _all_public_names() -> list[str]:
+    """Every ``module.name`` of the ``__all__`` of :data:`PUBLIC_MODULES` and :func:`public_submodules`."""
+    found = public_names()
+    found.update(public_names(public_submodules()))
+    return [f"{module}.{name}" for module, names in found.items() for name in names]
+
+
+def alias_targets(api_rst: Path = API_RST) -> dict[str, str]:
+    """``{public name: the documented name of the same object}`` for the public names without a page of their own.
+
+    For instance ``sis_attr.SISError`` -> ``sis_attr.exceptions.SISError``. References to the former (``:class:``
+    roles in docstrings and pages) are resolved to the latter's page by the extension.
+    """
+    pages: dict[tuple[Any, ...], str] = {}
+    for name in sorted(documented_names(api_rst)):
+        try:
+            pages.setdefault(_identity(name, resolve(name)), name)
+        except (ImportError, AttributeError):
+            continue
+    aliases: dict[str, str] = {}
+    for name in _all_public_names():
+        module, _, attr = name.rpartition(".")
+        try:
+            target = pages.get(_identity(name, getattr(importlib.import_module(module), attr)))
+        except (ImportError, AttributeError):
+            continue
+        if target is not None and target != name:
+            aliases[name] = target
+    return aliases
 
 
 def api_coverage_problems(api_rst: Path = API_RST) -> list[str]:
-    """Human-readable problems of ``api_rst``; empty when it documents exactly the public API.
+    """Human-readable problems of ``api_rst``; empty when it documents exactly the public API, once.
 
-    * every name in the ``__all__`` of a module of :data:`PUBLIC_MODULES` must be listed under that module;
-    * every name in the ``__all__`` of another public module (:func:`public_submodules`) must be listed, under
-      that module or under any other name of the same object;
-    * every listed name must import and be in the ``__all__`` of the module it is listed under.
+    * every listed name must import and be in the ``__all__`` of the module it is listed under;
+    * every name in the ``__all__`` of a public module (:data:`PUBLIC_MODULES` and :func:`public_submodules`)
+      must be documented: listed itself, or the same object listed under another public name;
+    * no object may be listed twice (one page per object: list it under one module, and mention the other
+      spelling in prose).
     """
     where = api_rst.name
     listed = documented_names(api_rst)
     problems: list[str] = []
-    listed_ids: set[int] = set()
+    pages: dict[tuple[Any, ...], list[str]] = {}
     for name in sorted(listed):
         module, _, attr = name.rpartition(".")
         try:
-            listed_ids.add(id(resolve(name)))
+            obj = resolve(name)
             exported = attr in getattr(importlib.import_module(module), "__all__", ())
         except (ImportError, AttributeError) as err:
             problems.append(f"{name} is listed in {where} but cannot be imported ({err}): remove or fix it.")
             continue
+        pages.setdefault(_identity(name, obj), []).append(name)
         if not exported:
             problems.append(f"{name} is listed in {where} but is not in the __all__ of {module}: remove or export it.")
-    for module, names in public_names().items():
-        problems += [
-            f"{module}.{name} is in the __all__ of {module} but not listed in {where}: add it to the autosummary "
-            "block of its module."
-            for name in names
-            if f"{module}.{name}" not in listed
-        ]
-    for module, names in public_names(public_submodules()).items():
-        mod = importlib.import_module(module)
-        problems += [
-            f"{module}.{name} is in the __all__ of {module} but {where} documents it nowhere: list it under "
-            f"{module} or under a public module that re-exports it."
-            for name in names
-            if f"{module}.{name}" not in listed and id(getattr(mod, name)) not in listed_ids
-        ]
+    problems += [
+        f"{' and '.join(names)} are the same object, listed {len(names)} times in {where}: keep one page (under "
+        "the module users import it from) and mention the other spelling in prose."
+        for names in pages.values()
+        if len(names) > 1
+    ]
+    for name in _all_public_names():
+        module, _, attr = name.rpartition(".")
+        if name in listed:
+            continue
+        if _identity(name, getattr(importlib.import_module(module), attr)) not in pages:
+            problems.append(
+                f"{name} is in the __all__ of {module} but {where} documents it nowhere: add it to the autosummary "
+                f"block of {module}, or of a public module that re-exports it."
+            )
     return problems
 
 
@@ -206,9 +271,188 @@ def _keep_public_routines(app: Any, what: str, name: str, obj: Any, skip: bool, 
     return None
 
 
+# ------------------------------------------------------------------------------------------------ math
+def mathml(latex: str, display: bool = False) -> str:
+    """LaTeX to MathML (rendered by every current browser without JavaScript or web fonts)."""
+    from latex2mathml.converter import convert
+
+    return convert(latex.strip(), display="block" if display else "inline")
+
+
+def _visit_math(self: Any, node: Any) -> None:
+    from docutils import nodes
+
+    self.body.append(self.starttag(node, "span", "", CLASS="math notranslate"))
+    self.body.append(mathml(node.astext()) + "</span>")
+    raise nodes.SkipNode
+
+
+def _visit_displaymath(self: Any, node: Any) -> None:
+    from docutils import nodes
+    from sphinx.util.math import get_node_equation_number
+
+    self.body.append(self.starttag(node, "div", CLASS="math notranslate"))
+    if node.get("number"):
+        number = get_node_equation_number(self, node)
+        self.body.append(f'<span class="eqno">({number})')
+        self.add_permalink_ref(node, "Link to this equation")
+        self.body.append("</span>")
+    parts = [part for part in node.astext().split("\n\n") if part.strip()]
+    self.body.append("".join(mathml(part, display=True) for part in parts) + "</div>\n")
+    raise nodes.SkipNode
+
+
+# ------------------------------------------------------------------------------------------------ references
+EXTERNAL_NAMES: dict[str, str] = {
+    "torch.Tensor": "https://pytorch.org/docs/stable/tensors.html",
+    "torch.nn.Module": "https://pytorch.org/docs/stable/generated/torch.nn.Module.html",
+    "torch.nn.modules.module.Module": "https://pytorch.org/docs/stable/generated/torch.nn.Module.html",
+    "torch.utils.data.Dataset": "https://pytorch.org/docs/stable/data.html#torch.utils.data.Dataset",
+    "torch.utils.data.dataset.Dataset": "https://pytorch.org/docs/stable/data.html#torch.utils.data.Dataset",
+    "torch.Generator": "https://pytorch.org/docs/stable/generated/torch.Generator.html",
+    "captum.attr.Attribution": "https://captum.ai/api/base_classes.html",
+    "captum.attr._utils.attribution.Attribution": "https://captum.ai/api/base_classes.html",
+    "captum.attr.GradientAttribution": "https://captum.ai/api/base_classes.html",
+    "captum.attr._utils.attribution.GradientAttribution": "https://captum.ai/api/base_classes.html",
+    "captum.attr.PerturbationAttribution": "https://captum.ai/api/base_classes.html",
+    "captum.attr._utils.attribution.PerturbationAttribution": "https://captum.ai/api/base_classes.html",
+    "captum.attr.NoiseTunnel": "https://captum.ai/api/noise_tunnel.html",
+    "numpy.ndarray": "https://numpy.org/doc/stable/reference/generated/numpy.ndarray.html",
+}
+"""Names of PyTorch, Captum and NumPy that the API pages mention, and the page of each in its project's docs.
+
+Outbound links only (nothing is loaded from them); intersphinx would download the projects' inventories at
+build time, which an offline build cannot do.
+"""
+
+
+def _alias_map(app: Any) -> dict[str, str]:
+    cached: dict[str, str] | None = getattr(app, "_sis_attr_aliases", None)
+    if cached is None:
+        cached = alias_targets(Path(app.srcdir) / "api.rst")
+        app._sis_attr_aliases = cached
+    return cached
+
+
+def _resolve_alias_or_external(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    """``missing-reference``: another spelling of a documented name, or a PyTorch/Captum/NumPy name."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    canonical = _alias_map(app).get(target)
+    if canonical is not None:
+        py = env.get_domain("py")
+        return py.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode)
+    url = EXTERNAL_NAMES.get(target)
+    if url is not None:
+        from docutils import nodes
+
+        ref = nodes.reference("", "", internal=False, refuri=url, reftitle=f"{target} (external documentation)")
+        ref += contnode
+        return ref
+    return None
+
+
+_CALL = re.compile(r"\(.*\)$")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _changelog_target(text: str, objects: dict[str, Any], short: dict[str, str], aliases: dict[str, str]) -> str | None:
+    """The documented name an inline literal of the changelog names, if any (``find_sis``, ``AuditReport.save``)."""
+    name = _CALL.sub("", text.strip())
+    if not _DOTTED.match(name):
+        return None
+    for candidate in (name, f"sis_attr.{name}"):
+        candidate = aliases.get(candidate, candidate)
+        if candidate in objects:
+            return candidate
+    head, _, rest = name.partition(".")
+    if head in short:
+        candidate = short[head] + (f".{rest}" if rest else "")
+        if candidate in objects:
+            return candidate
+    return None
+
+
+def _link_changelog_names(app: Any, doctree: Any, docname: str) -> None:
+    """``doctree-resolved``: every inline literal of the changelog that names a public object links to its page."""
+    if docname != "changelog":
+        return
+    from docutils import nodes
+
+    objects = app.env.get_domain("py").objects
+    counts: dict[str, int] = {}
+    for full in objects:
+        last = full.rpartition(".")[2]
+        counts[last] = counts.get(last, 0) + 1
+    short = {full.rpartition(".")[2]: full for full in objects if counts[full.rpartition(".")[2]] == 1}
+    aliases = _alias_map(app)
+    for literal in list(doctree.findall(nodes.literal)):
+        if isinstance(literal.parent, nodes.reference):
+            continue
+        target = _changelog_target(literal.astext(), objects, short, aliases)
+        if target is None:
+            continue
+        entry = objects[target]
+        uri = app.builder.get_relative_uri(docname, entry.docname) + "#" + entry.node_id
+        ref = nodes.reference("", "", internal=True, refuri=uri, reftitle=target)
+        literal.replace_self(ref)
+        ref += literal
+
+
+# ------------------------------------------------------------------------------------------------ HTML pages
+def _api_groups(app: Any, pagename: str) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = []
+    for title, names in api_sections(Path(app.srcdir) / "api.rst"):
+        items = [
+            {
+                "docname": f"generated/{name}",
+                "label": name.rpartition(".")[2],
+                "title": name,
+                "current": pagename == f"generated/{name}",
+            }
+            for name in names
+        ]
+        module, _, about = title.partition(":")
+        groups.append(
+            {
+                "title": module.strip() or "sis_attr",
+                "about": about.strip(),
+                "items": items,
+                "current": any(item["current"] for item in items),
+            }
+        )
+    return groups
+
+
+def _page_context(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
+    """``html-page-context``: the API sidebar's groups; previous/next links that stay in the page's part."""
+    if pagename == "api" or pagename.startswith("generated/"):
+        context["sis_api_groups"] = _api_groups(app, pagename)
+    for key in ("prev", "next"):
+        link = context.get(key)
+        if link and not _stays_in_part(pagename, str(link.get("link", ""))):
+            context[key] = None
+
+
+def _stays_in_part(pagename: str, href: str) -> bool:
+    """Whether a previous/next link from ``pagename`` stays in its part of the site.
+
+    An API page's neighbours are API pages or the API index; a guide page's are guide pages (the changelog's
+    "previous" would otherwise be the last API page).
+    """
+    if pagename.startswith("generated/"):
+        return ("/" not in href and not href.startswith("..")) or href.split("#")[0] == "../api.html"
+    return "generated/" not in href
+
+
 def setup(app: Any) -> dict[str, Any]:
-    """Sphinx extension: warn (an error under ``-W``) when ``api.rst`` and the modules' ``__all__`` disagree."""
+    """Sphinx extension: API checks, MathML math, the API sidebar, changelog links and external names."""
+    app.add_html_math_renderer("sis_attr_mathml", (_visit_math, None), (_visit_displaymath, None))
     app.connect("builder-inited", _check_api_coverage)
     app.connect("autodoc-process-docstring", _drop_type_docstrings, priority=100)  # before numpydoc
     app.connect("autodoc-skip-member", _keep_public_routines)
+    app.connect("missing-reference", _resolve_alias_or_external)
+    app.connect("doctree-resolved", _link_changelog_names)
+    app.connect("html-page-context", _page_context)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

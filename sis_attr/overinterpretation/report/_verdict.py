@@ -60,10 +60,11 @@ class Verdict:
 
     @property
     def short(self) -> str:
-        """One cell of a comparison table: ``"strong: 3 of 3 signs"``."""
+        """One cell of a comparison table: ``"strong signs: 3 of 3"``, ``"one sign: 1 of 3 (1 unknown)"``."""
         if self.n_known == 0:
             return "cannot tell"
-        return f"{self.level}: {self.n_present} of {self.n_known} signs"
+        unknown = len(self.signs) - self.n_known
+        return f"{self.level}: {self.n_present} of {len(self.signs)}" + (f" ({unknown} unknown)" if unknown else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,7 +187,12 @@ def _caveats(report: AuditReport) -> tuple[str, ...]:
         lo, hi = float(curve.ci_low[name][i]), float(curve.ci_high[name][i])
         if not (math.isnan(lo) or math.isnan(hi)):
             ci = f" (95% interval of the mean SIS size: {fmt_pct(lo)} to {fmt_pct(hi)} of the input)"
-    if n < 100:
+    if n == 0:
+        caveats.append(
+            f"No image reaches the threshold {report.threshold:g}, so there is no SIS to judge: lower the threshold "
+            "(the paper uses 0.9 on ImageNet) or audit images the model is confident on."
+        )
+    elif n < 100:
         caveats.append(f"{n} of {report.n_images} images have an SIS: a small sample{ci}.")
     return tuple(caveats)
 
@@ -200,10 +206,12 @@ def verdict(report: AuditReport) -> Verdict:
     if not known:
         headline = "Cannot tell: no image reaches the threshold, and the subset analyses are not available."
     else:
-        what = f"{len(present)} of the paper's {len(known)} signs"
+        what = f"{len(present)} of the paper's {len(signs)} signs"
+        unknown = len(signs) - len(known)
+        untold = f"; {unknown} cannot be told from these numbers" if unknown else ""
         if present:
-            named = "; ".join(s.observed for s in present)
-            headline = f"{level.capitalize()} of overinterpretation ({what}): {named}."
+            named = ", ".join(s.title for s in present)
+            headline = f"{level.capitalize()} of overinterpretation: {what} ({named}){untold}."
         else:
-            headline = f"No sign of overinterpretation in these numbers (0 of the paper's {len(known)} signs)."
+            headline = f"No sign of overinterpretation in these numbers: 0 of the paper's {len(signs)} signs{untold}."
     return Verdict(level=level, headline=headline, signs=signs, caveats=_caveats(report))

@@ -40,9 +40,12 @@ def test_a_model_reading_one_pixel_shows_all_three_signs(report: AuditReport) ->
     v = report.verdict()
     assert v["level"] == "strong signs"
     assert [s["present"] for s in v["signs"]] == [True, True, True]
-    assert v["headline"].startswith("Strong signs of overinterpretation (3 of the paper's 3 signs)")
-    assert "1.6% of the input" in v["headline"]  # 1 of 64 pixels, computed from this report
+    assert v["headline"] == (
+        "Strong signs of overinterpretation: 3 of the paper's 3 signs (tiny SIS, 5% subsets suffice, "
+        "as confident on the subsets)."
+    )
     sparse = v["signs"][0]
+    assert "average 1.6% of the input" in sparse["observed"]  # 1 of 64 pixels, computed from this report
     assert "under 5% of the image at 0.99" in sparse["reference"]
     json.dumps(v, allow_nan=False)
 
@@ -53,16 +56,19 @@ def test_a_model_that_needs_most_of_the_image_shows_no_sign(needs_everything: Au
     v = rep.verdict()
     assert v["level"] == "no sign"
     assert [s["present"] for s in v["signs"]] == [False, False, False]
-    assert v["headline"] == "No sign of overinterpretation in these numbers (0 of the paper's 3 signs)."
+    assert v["headline"] == "No sign of overinterpretation in these numbers: 0 of the paper's 3 signs."
     assert "73.4% of the input" in v["signs"][0]["observed"]
 
 
 def test_no_confident_image_cannot_tell_sis_sizes(needs_everything: AuditReport) -> None:
     images = torch.full((4, 1, 8, 8), 0.6)  # logit 2: probability 0.88, below 0.99
     rep = audit(MeanReader().eval(), (images, torch.ones(4, dtype=torch.long)), show_progress=False)
-    sign = verdict(rep).signs[0]
+    v = verdict(rep)
+    sign = v.signs[0]
     assert sign.present is None and "no image reaches confidence 0.99" in sign.observed
-    assert verdict(rep).n_known == 2
+    assert v.n_known == 2 and v.short.endswith("of 3 (1 unknown)")
+    assert v.headline.endswith("1 cannot be told from these numbers.")
+    assert any(c.startswith("No image reaches the threshold 0.99, so there is no SIS to judge") for c in v.caveats)
 
 
 def test_caveats_name_the_method_baseline_features_threshold_and_sample(report: AuditReport) -> None:
