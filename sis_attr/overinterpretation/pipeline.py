@@ -393,7 +393,11 @@ def audit(
         ``images`` and ``labels`` tensors without a ``transform`` is used as those tensors).
     method : {"exact", "gradient"}, default "exact"
         Exact backward selection (``d (d + 1) / 2`` forward passes per image for ``d`` features) or the
-        batched-gradient approximation (with ``k`` and ``shortlist``).
+        batched-gradient approximation (with ``k`` and ``shortlist``). Mind the cost of the default: with
+        per-pixel features a 32x32 image has ``d = 1024``, so exact selection runs the model 524,800 times per
+        image (about half an hour for a ResNet20 on a CPU core). For whole images pass ``method="gradient"``
+        (``k=0.05, shortlist=16``: about two seconds per CIFAR-10 image) or group pixels with ``feature_mask``
+        (:func:`block_feature_mask`); the documentation's "Choosing parameters" page has measured run times.
     threshold : float, default 0.99
         SIS confidence threshold (the paper: 0.99 on CIFAR-10).
     fraction : float, default 0.05
@@ -489,6 +493,13 @@ def audit(
     (6, 16, 1.0, 4)
     >>> print(report.summary().splitlines()[0])
     Overinterpretation audit: model
+    >>> for line in report.summary().splitlines()[1:4]:  # doctest: +NORMALIZE_WHITESPACE
+    ...     print(line)
+      images                        6 of 1x4x4, 16 pixels
+      method                        exact backward selection, baseline 0
+      accuracy (full images)        100.0%
+    >>> report.verdict()["level"]  # what the numbers mean, with the paper's reference values and caveats
+    'no sign'
     """
     caller = "audit"
     # ---- validate every argument once
