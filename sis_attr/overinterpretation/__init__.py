@@ -13,7 +13,13 @@ where a figure makes sense, ``plot(ax=None)``:
 * :func:`subset_accuracy` (:mod:`.accuracy`): Table 1 "evaluate on".
 * :func:`retraining_gap` (:mod:`.retraining`): Table 1 "train on".
 * :func:`transfer_matrix` (:mod:`.transfer`): one model's subsets evaluated by another.
+* :func:`make_study`, :func:`score_study` (:mod:`.study`): the human classification study (Section 3.4,
+  Table 2): a static page for participants, a key kept apart, and the scores of their answer files.
 * :func:`location_heatmap` (:mod:`.heatmap`): where the kept pixels are (Figures 2 and 4).
+* :func:`mask_shape_leakage` (:mod:`.leakage`): does the pattern of kept positions carry the class? Accuracy
+  with each subset's content swapped for another image's or erased to one colour (the critics' control).
+* :func:`smoothed_sis` (:mod:`.smoothing`): confidence on the SIS, on the SIS dilated by one pixel and on
+  same-size random sets (the critics' control).
 * :func:`with_input_dropout`, :class:`MeanLogitEnsemble`, :class:`InputDropout` (:mod:`.mitigation`).
 
 :func:`audit` runs the single-model analyses in one call and returns an :class:`AuditReport` (plain-text
@@ -26,6 +32,7 @@ from sis_attr._core.feature_masks import block_feature_mask, pixel_feature_mask
 from sis_attr.overinterpretation.accuracy import SubsetAccuracy, subset_accuracy
 from sis_attr.overinterpretation.confidence import ConfidenceDrop, confidence_drop
 from sis_attr.overinterpretation.heatmap import LocationHeatmap, location_heatmap
+from sis_attr.overinterpretation.leakage import MaskShapeLeakage, mask_shape_leakage
 from sis_attr.overinterpretation.mitigation import InputDropout, MeanLogitEnsemble, with_input_dropout
 from sis_attr.overinterpretation.pipeline import audit
 from sis_attr.overinterpretation.report import (
@@ -46,6 +53,8 @@ from sis_attr.overinterpretation.sis_size import (
     mean_sis_size_curve,
     sis_size_statistics,
 )
+from sis_attr.overinterpretation.smoothing import SmoothedSIS, smoothed_sis
+from sis_attr.overinterpretation.study import Study, StudyScore, make_study, score_study
 from sis_attr.overinterpretation.subsets import PixelSubsetDataset, backselect_subsets, random_subsets, subset_size
 from sis_attr.overinterpretation.transfer import TransferResult, transfer_matrix
 
@@ -55,6 +64,7 @@ __all__ = [
     "ConfidenceDrop",
     "InputDropout",
     "LocationHeatmap",
+    "MaskShapeLeakage",
     "MeanLogitEnsemble",
     "MeanSISSizeCurve",
     "PixelSubsetDataset",
@@ -63,6 +73,9 @@ __all__ = [
     "SISExamples",
     "SISSizeStatistics",
     "SelectionResult",
+    "SmoothedSIS",
+    "Study",
+    "StudyScore",
     "SubsetAccuracy",
     "ThresholdSISStatistics",
     "TransferResult",
@@ -74,12 +87,16 @@ __all__ = [
     "compare_summary",
     "confidence_drop",
     "location_heatmap",
+    "make_study",
+    "mask_shape_leakage",
     "mean_sis_size_curve",
     "pixel_feature_mask",
     "random_subsets",
     "retraining_gap",
     "save_comparison",
+    "score_study",
     "sis_size_statistics",
+    "smoothed_sis",
     "subset_accuracy",
     "subset_size",
     "transfer_matrix",
