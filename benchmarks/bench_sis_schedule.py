@@ -16,10 +16,20 @@ feature groups. Reported per schedule, per image and as means:
 The JSON goes to ``benchmarks/results/sis_schedule_<features>_cpu.json`` and the size-against-cost frontier to
 ``docs/_static/schedule_frontier_<features>.png``.
 
+``--inception``: ImageNet scale at a small count. ``k="auto"`` on an Inception-v3-shaped network (random weights,
+``sis_attr._inception``; its logits are taken relative to the all-baseline input and scaled so every image
+starts at >= 0.95 confidence, as a confident real classifier would) on 2 random 299x299 images, with
+single-pixel features (89,401) and with 13x13-pixel blocks (529 features): forward-equivalents per image and
+seconds, written to ``benchmarks/results/sis_schedule_inception_<device>.json``. On a GPU (the paper needed 1-2
+minutes per 32 ImageNet images with k=100; the goal is under 10 s)::
+
+    python benchmarks/bench_sis_schedule.py --inception --device cuda --images 32
+
 Examples::
 
     python benchmarks/bench_sis_schedule.py --features superpixels --threads 1
     python benchmarks/bench_sis_schedule.py --features pixels --threads 1
+    python benchmarks/bench_sis_schedule.py --inception --threads 2
 """
 
 from __future__ import annotations
@@ -197,6 +207,80 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_inception(args: argparse.Namespace) -> dict[str, Any]:
+    from sis_attr._inception import InceptionV3Like
+
+    device = torch.device(args.device)
+    model = InceptionV3Like(width=args.width).to(device).eval()
+    n = args.images or 2
+    x = torch.randn(n, 3, 299, 299, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        base_logits = model(torch.zeros_like(x[:1]))
+        logits = (model(x) - base_logits).double()
+    target = logits.argmax(1)
+    lo, hi = 1.0, 1.0
+    while float(torch.softmax(logits * hi, 1).gather(1, target[:, None]).min()) < 0.95 and hi < 1e8:
+        hi *= 2
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if float(torch.softmax(logits * mid, 1).gather(1, target[:, None]).min()) < 0.95:
+            lo = mid
+        else:
+            hi = mid
+
+    class Scaled(nn.Module):
+        def forward(self, z: Tensor) -> Tensor:
+            return (model(z) - base_logits) * hi
+
+    counted = CountingModel(Scaled())
+    rows = []
+    for name, fmask in [
+        ("pixels", None),
+        ("13x13 blocks", block_feature_mask(299, 299, 13).to(device)),
+    ]:
+        counted.reset()
+        t0 = time.perf_counter()
+        res = batched_gradient_sis(counted, x, target=target, feature_mask=fmask, threshold=0.9, k="auto")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall = time.perf_counter() - t0
+        d = 299 * 299 if fmask is None else int(fmask.max()) + 1
+        row = {
+            "features": name,
+            "d": d,
+            "sis_sizes": [e.size for e in res],
+            "forward_rows": counted.forward_rows,
+            "grad_rows": counted.grad_rows,
+            "forward_equivalents_per_image": counted.equivalents / n,
+            "exact_forward_equivalents_per_image": d * (d + 1) // 2 + 1,
+            "wall_s": wall,
+            "seconds_per_image": wall / n,
+        }
+        rows.append(row)
+        print(
+            f"[inception] {name:<13} d={d:>6}  fe/img {row['forward_equivalents_per_image']:8.0f}  "
+            f"{wall / n:7.1f} s/img  SIS {row['sis_sizes']}"
+        )
+        sys.stdout.flush()
+    return {
+        "benchmark": "sis_schedule_inception",
+        "model": f"InceptionV3Like(width={args.width}), random weights, logits relative to the baseline",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "images": n,
+        "threshold": 0.9,
+        "k": "auto",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "cases": rows,
+        "environment": {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "command": "python benchmarks/bench_sis_schedule.py " + " ".join(sys.argv[1:]),
+    }
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -254,8 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="run only these schedules (by name)")
     p.add_argument("--auto", nargs="*", default=None, help="extra AutoK settings, e.g. 'fraction=0.05, endgame=24'")
     p.add_argument("--tag", default="")
+    p.add_argument("--inception", action="store_true", help="the ImageNet-scale case instead")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--width", type=float, default=1.0, help="inception channel multiplier")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.inception:
+        result = run_inception(args)
+        out = RESULTS / f"sis_schedule_inception{args.tag}_{torch.device(args.device).type}.json"
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
+        return 0
     result = run(args)
     name = f"sis_schedule_{args.features}{args.tag}_cpu"
     out = RESULTS / f"{name}.json"
