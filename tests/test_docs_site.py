@@ -317,7 +317,7 @@ def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sis_attr.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo-report") / "demo"
-    index = run_demo(out, fast=True, n_images=12, epochs=2, show_progress=False).index
+    index = run_demo(out, fast=True, show_progress=False).index
     assert index is not None and (out / "shortcut-cnn" / "index.html").is_file()
     return index
 
