@@ -50,6 +50,10 @@ GRADIENT_BATCH_SIZE = 64
 DEFAULT_K = "auto"
 """The gradient method's schedule unless the user says otherwise: :class:`~sis_attr._core.schedule.AutoK`."""
 
+AUTO_STEERING_THRESHOLD = 0.99
+"""The threshold ``k="auto"`` steers by when a call has none (rank maps, backward selection alone): the paper's.
+It only shapes the order near that confidence; the SIS at any threshold still come from the record."""
+
 OutputKind = Literal["rank", "keep_mask"]
 
 
@@ -195,6 +199,8 @@ class GradientMethod(_Method):
     def engine(self, problem: SISProblem, threshold: float | None) -> BackSelectFn:
         if isinstance(self.k, AutoK):
             log_space = problem.scorer.log_space
+            if threshold is None and log_space:
+                threshold = AUTO_STEERING_THRESHOLD
             t = None if threshold is None else threshold_to_space(threshold, log_space)
             return AutoBackSelect(self.k, t, log_space, generator=self.generator)
         return GradientBackSelect(self.schedule(problem, threshold), shortlist=self.shortlist, generator=self.generator)

@@ -71,8 +71,11 @@ class AutoK:
         The last ``endgame`` features are ordered by exact BackSelect (``endgame (endgame + 1) / 2``
         evaluations). With at most ``endgame`` features the whole selection is exact.
     margin : float, default 2.0
-        With a threshold known, screening also starts while the score is above the threshold by less than this
-        margin (in log-odds for the default softmax score, in the score's own units otherwise).
+        Screening also starts while the score is above the threshold by less than this margin (in log-odds for
+        the default softmax score, in the score's own units otherwise), and near it each screened block keeps
+        the summed exact drops of its removals within half the margin. The threshold is the call's SIS
+        threshold; calls without one (rank maps, backward selection alone) steer by 0.99 with the default
+        score and by the counts alone with a custom ``score_func``.
 
     Examples
     --------
