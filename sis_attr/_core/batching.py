@@ -28,6 +28,12 @@ MIN_SECONDS = 0.05
 
 MAX_REPEATS = 5
 
+SLOW_PASS_SECONDS = 0.25
+"""A pass this long is timed once, and no larger size is tried: per-pass overhead no longer matters there."""
+
+PROBE_BUDGET_SECONDS = 3.0
+"""Probing stops trying larger sizes once it has spent this long."""
+
 _CacheKey = tuple[Any, ...]
 # per model: key -> (best size, the largest size measured)
 _cache: weakref.WeakKeyDictionary[Any, dict[_CacheKey, tuple[int, int]]] = weakref.WeakKeyDictionary()
@@ -76,10 +82,18 @@ def clear_cache() -> None:
     _cache_by_id.clear()
 
 
-def _throughput(run: Callable[[int], None], size: int, device: torch.device) -> float:
-    """Rows per second of ``run(size)``: one warm-up pass, then repeats until :data:`MIN_SECONDS`."""
+def _throughput(run: Callable[[int], None], size: int, device: torch.device) -> tuple[float, float]:
+    """Rows per second of ``run(size)`` and the seconds of its first pass.
+
+    A first pass longer than :data:`SLOW_PASS_SECONDS` is the measurement (one-time costs are small beside it);
+    otherwise it is a warm-up and repeats are timed until :data:`MIN_SECONDS`.
+    """
+    start = time.perf_counter()
     run(size)
     _sync(device)
+    first = time.perf_counter() - start
+    if first >= SLOW_PASS_SECONDS:
+        return size / first, first
     start = time.perf_counter()
     repeats = 0
     while True:
@@ -88,7 +102,7 @@ def _throughput(run: Callable[[int], None], size: int, device: torch.device) -> 
         _sync(device)
         elapsed = time.perf_counter() - start
         if elapsed >= MIN_SECONDS or repeats >= MAX_REPEATS:
-            return size * repeats / max(elapsed, 1e-9)
+            return size * repeats / max(elapsed, 1e-9), first
 
 
 def _sync(device: torch.device) -> None:
@@ -109,8 +123,10 @@ def probe_batch_size(
 
     ``run(n)`` performs one pass of ``n`` rows. Candidates above ``max_rows`` (the most rows one pass of the
     call can hold) are skipped; a call of at most ``CANDIDATES[0]`` rows per pass is not probed and gets
-    ``max_rows``. Probing stops at the first out-of-memory error and once throughput has fallen below 85% of
-    the best for two larger sizes in a row. ``fallback`` is returned if no candidate could be measured.
+    ``max_rows``. Probing stops at the first out-of-memory error, once throughput has fallen below 85% of the
+    best for two larger sizes in a row, after a pass of :data:`SLOW_PASS_SECONDS` or more (a large model: larger
+    batches gain nothing measurable) and after :data:`PROBE_BUDGET_SECONDS`. ``fallback`` is returned if no
+    candidate could be measured.
     """
     cached = cached_batch_size(model, key, max_rows)
     if cached is not None:
@@ -118,12 +134,13 @@ def probe_batch_size(
     if max_rows <= CANDIDATES[0]:
         return max(1, max_rows)
     best_size, best_rate, worse, largest = 0, 0.0, 0, 0
+    began = time.perf_counter()
     for size in CANDIDATES:
         if size > max_rows and best_size:
             break
         size = min(size, max_rows)
         try:
-            rate = _throughput(run, size, device)
+            rate, first = _throughput(run, size, device)
         except Exception as err:
             if not is_out_of_memory(err):
                 raise
@@ -136,7 +153,7 @@ def probe_batch_size(
             worse += 1
             if worse >= 2:
                 break
-        if size == max_rows:
+        if size == max_rows or first >= SLOW_PASS_SECONDS or time.perf_counter() - began >= PROBE_BUDGET_SECONDS:
             break
     if not best_size:
         return max(1, min(fallback, max_rows))
