@@ -1,11 +1,11 @@
 """The shard store: backward-selection results written to disk as they are computed (private).
 
-A checkpoint directory holds one ``manifest.json`` and one pair of files per finished shard (a contiguous range
-of images): ``shard-000012.npz`` (the results, NumPy arrays without pickles) and ``shard-000012.json`` (the
-image range, the SHA-256 of the ``.npz`` and of the shard's images). Every file is written to a temporary name,
-flushed to disk (``fsync``) and renamed into place, the ``.json`` after its ``.npz``: a shard counts as finished
-only when its ``.json`` exists and the checksum of its ``.npz`` matches. Anything else (a partial or corrupted
-shard, a leftover temporary file) is removed and the shard recomputed.
+A checkpoint directory holds one ``manifest.json`` and one file per finished shard (a contiguous range of
+images): ``shard-000012-<sha256>.npz``, NumPy arrays without pickles (the results, and a small JSON record of the
+image range, the hash of the shard's images and the compute time), whose SHA-256 is in its name. Every file is
+written to a temporary name, flushed to disk (``fsync``), renamed into place and the directory synced: a shard
+counts as finished only when a file of that name exists and its checksum matches the name. Anything else (a
+partial or corrupted shard, a leftover temporary file) is removed and the shard recomputed.
 
 The manifest records what the results depend on: the model (a hash of its state dict), the data (image count,
 shape and, per shard, a hash of the images), the method and its parameters, the feature mask, the baselines,
@@ -27,6 +27,7 @@ import json
 import math
 import os
 import secrets
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,12 +266,11 @@ class ShardStore:
         start = index * self.shard_size
         return start, min(self.n_images, start + self.shard_size)
 
-    def _paths(self, index: int) -> tuple[Path, Path]:
-        stem = f"shard-{index:06d}"
-        return self.directory / f"{stem}.npz", self.directory / f"{stem}.json"
+    def _candidates(self, index: int) -> list[Path]:
+        return sorted(self.directory.glob(f"shard-{index:06d}-*.npz"))
 
     def _clean(self) -> None:
-        """Remove temporary files left by an interrupted write, and shard files of no shard."""
+        """Remove temporary files left by an interrupted write."""
         for p in self.directory.iterdir():
             if _TMP in p.name and p.is_file():
                 with contextlib.suppress(OSError):
@@ -278,30 +278,33 @@ class ShardStore:
 
     # -------------------------------------------------------------------------------------------- shards
     def entry(self, index: int) -> dict[str, Any] | None:
-        """The sidecar of shard ``index`` if the shard is finished and intact, else None (and its files removed)."""
-        data_path, meta_path = self._paths(index)
+        """The record of shard ``index`` if it is finished and intact, else None (damaged files are removed)."""
+        found = None
+        for path in self._candidates(index):
+            meta = self._verified(path, index)
+            if meta is not None and found is None:
+                found = meta
+            else:  # corrupted, or a second copy: recompute / keep one
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return found
+
+    def _verified(self, path: Path, index: int) -> dict[str, Any] | None:
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            ok = (
-                isinstance(meta, dict)
-                and meta.get("shard") == index
-                and [meta.get("start"), meta.get("stop")] == list(self.bounds(index))
-                and data_path.is_file()
-                and data_path.stat().st_size == meta.get("bytes")
-                and _file_sha256(data_path) == meta.get("sha256")
-            )
-        except (OSError, ValueError):
-            ok = False
-            meta = None
-        if ok:
-            return dict(meta)
-        for p in (meta_path, data_path):  # partial or corrupted: recompute
-            with contextlib.suppress(OSError):
-                p.unlink()
-        return None
+            if _file_sha256(path) != path.stem.rsplit("-", 1)[-1]:
+                return None
+            with np.load(path, allow_pickle=False) as archive:
+                meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        if not isinstance(meta, dict) or meta.get("shard") != index:
+            return None
+        if [meta.get("start"), meta.get("stop")] != list(self.bounds(index)):
+            return None
+        return {**meta, "file": path.name}
 
     def finished(self) -> dict[int, dict[str, Any]]:
-        """The sidecars of the finished, intact shards (corrupted ones are removed)."""
+        """The records of the finished, intact shards (corrupted ones are removed)."""
         out = {}
         for i in range(self.n_shards):
             meta = self.entry(i)
@@ -310,26 +313,23 @@ class ShardStore:
         return out
 
     def write(self, index: int, arrays: Mapping[str, np.ndarray], *, data_sha256: str, seconds: float) -> None:
-        """Write shard ``index`` (arrays in their storage dtypes), ``.npz`` first, then its sidecar."""
+        """Write shard ``index`` (arrays in their storage dtypes) as one checksummed file."""
         start, stop = self.bounds(index)
         for name, arr in arrays.items():
             if arr.shape[0] != stop - start:
                 raise RuntimeError(f"shard {index}: {name} has {arr.shape[0]} rows for images {start}..{stop}")
+        meta = {"shard": index, "start": start, "stop": stop, "data_sha256": data_sha256, "seconds": round(seconds, 6)}
         buf = io.BytesIO()
-        np.savez(buf, **cast(dict[str, Any], arrays))
+        np.savez(
+            buf, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8), **cast(dict[str, Any], arrays)
+        )
         data = buf.getvalue()
-        data_path, meta_path = self._paths(index)
-        write_atomic(data_path, data)
-        meta = {
-            "shard": index,
-            "start": start,
-            "stop": stop,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "data_sha256": data_sha256,
-            "seconds": round(seconds, 6),
-        }
-        write_atomic(meta_path, _json_bytes(meta))
+        path = self.directory / f"shard-{index:06d}-{hashlib.sha256(data).hexdigest()}.npz"
+        write_atomic(path, data)
+        for other in self._candidates(index):
+            if other != path:
+                with contextlib.suppress(OSError):
+                    other.unlink()
 
     def read(self, index: int) -> dict[str, np.ndarray]:
         """The arrays of finished shard ``index``, checksum verified (one shard in memory at a time)."""
@@ -340,15 +340,15 @@ class ShardStore:
                 "(its checksum does not match). Rerun the computation with this checkpoint directory: it recomputes "
                 "only the missing shards."
             )
-        data_path, _ = self._paths(index)
+        path = self.directory / meta["file"]
         try:
-            with np.load(data_path, allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files if name != "meta"}
         except (OSError, ValueError) as err:
-            raise SISValueError(f"{self.caller} could not read {str(data_path)!r}: {err}") from err
+            raise SISValueError(f"{self.caller} could not read {str(path)!r}: {err}") from err
         missing = [a for a in _ARRAYS if a not in arrays]
         if missing:
-            raise SISValueError(f"{self.caller}: {str(data_path)!r} lacks the arrays {missing}.")
+            raise SISValueError(f"{self.caller}: {str(path)!r} lacks the arrays {missing}.")
         return arrays
 
     def iter_shards(self) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -54,19 +56,17 @@ def test_checkpointed_run_writes_shards_and_equals_the_in_memory_run(tmp_path: P
     )
     assert_same(plain, stored)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [
-        ".lock",
-        "feature_mask.npy",
-        "manifest.json",
-        *[f"shard-{i:06d}.{ext}" for i in range(4) for ext in ("json", "npz")],
-    ]
+    assert names[:3] == [".lock", "feature_mask.npy", "manifest.json"] and len(names) == 7
+    for i, name in enumerate(names[3:]):  # one file per shard, its SHA-256 in its name
+        assert re.fullmatch(rf"shard-{i:06d}-[0-9a-f]{{64}}\.npz", name)
+        assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == name[13:-4]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     ident = manifest["identity"]
     assert manifest["complete"] and manifest["n_shards"] == 4 and manifest["shard_size"] == 3
     assert ident["data"] == {"n_images": 10, "image_shape": [1, 4, 4]} and ident["method"] == "exact"
     assert len(ident["model"]["state_dict_sha256"]) == 64 and ident["package_version"]
-    meta = json.loads((tmp_path / "shard-000003.json").read_text())
-    assert (meta["start"], meta["stop"]) == (9, 10) and len(meta["sha256"]) == 64
+    meta = ShardStore.existing(tmp_path, "test").entry(3)
+    assert meta is not None and (meta["start"], meta["stop"]) == (9, 10) and len(meta["data_sha256"]) == 64
     assert not any(".tmp-" in n for n in names)
 
 
@@ -88,18 +88,19 @@ def test_rerun_skips_finished_shards(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_a_corrupted_or_partial_shard_is_recomputed(tmp_path: Path) -> None:
     images, model = _images(8), _model()
     ref = backward_selection(model, images, shard_size=2, checkpoint_dir=tmp_path, show_progress=False)
-    blob = tmp_path / "shard-000001.npz"
+    (blob,) = tmp_path.glob("shard-000001-*.npz")
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte: the checksum no longer matches
     blob.write_bytes(bytes(data))
-    (tmp_path / "shard-000002.json").unlink()  # killed between the .npz and its sidecar
-    (tmp_path / "shard-000003.npz.tmp-123-abcd").write_bytes(b"half a shard")  # killed while writing
+    (last,) = tmp_path.glob("shard-000002-*.npz")
+    last.write_bytes(last.read_bytes()[:-100])  # truncated
+    (tmp_path / "shard-000003-0123.npz.tmp-123-abcd").write_bytes(b"half a shard")  # killed while writing
     store = ShardStore.existing(tmp_path, "test")
     assert store.entry(1) is None and store.entry(2) is None and store.entry(0) is not None
-    assert not blob.exists()  # a corrupted shard is removed, to be recomputed
+    assert not blob.exists() and not last.exists()  # corrupted shards are removed, to be recomputed
     again = backward_selection(model, images, shard_size=2, checkpoint_dir=tmp_path, show_progress=False)
     assert_same(ref, again)
-    assert not list(tmp_path.glob("*.tmp-*")) and blob.exists()
+    assert not list(tmp_path.glob("*.tmp-*")) and len(list(tmp_path.glob("shard-*.npz"))) == 4
 
 
 def test_refuses_to_mix_models_data_methods_and_parameters(tmp_path: Path) -> None:
@@ -162,7 +163,7 @@ def test_compact_storage_and_shard_readers(tmp_path: Path) -> None:
     full = backward_selection(
         model, images, shard_size=2, checkpoint_dir=tmp_path / "f64", scores_dtype="float64", show_progress=False
     )
-    with np.load(tmp_path / "f16" / "shard-000000.npz") as z:
+    with np.load(next((tmp_path / "f16").glob("shard-000000-*.npz"))) as z:
         assert z["orders"].dtype == np.uint8 and z["values"].dtype == np.float16
         assert z["targets"].dtype == np.uint8 and z["probabilities"].dtype == np.float32
     assert smallest_uint(255) == np.uint8 and smallest_uint(256) == np.uint16 and smallest_uint(70000) == np.uint32
@@ -184,7 +185,7 @@ def test_compact_storage_and_shard_readers(tmp_path: Path) -> None:
 def test_unfinished_checkpoint_is_not_loaded(tmp_path: Path) -> None:
     images, model = _images(4), _model()
     backward_selection(model, images, shard_size=2, checkpoint_dir=tmp_path, show_progress=False)
-    (tmp_path / "shard-000001.json").unlink()
+    next(tmp_path.glob("shard-000001-*.npz")).unlink()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
     with pytest.raises(SISValueError, match=r"not finished \(1 of 2 shards missing\)"):
@@ -251,7 +252,7 @@ def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path: Path) -> None
     killed = _run_script(tmp_path / "killed")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and killed.poll() is None:
-        if len(list((tmp_path / "killed").glob("shard-*.json"))) >= target:
+        if len(list((tmp_path / "killed").glob("shard-*.npz"))) >= target:
             break
         time.sleep(0.002)
     assert killed.poll() is None, killed.stderr.read().decode() if killed.stderr else ""
@@ -259,7 +260,7 @@ def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path: Path) -> None
     killed.wait()
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text())
     assert not manifest["complete"]
-    done_before = len(list((tmp_path / "killed").glob("shard-*.json")))
+    done_before = len(list((tmp_path / "killed").glob("shard-*.npz")))
     assert target <= done_before < 12
     for proc in (_run_script(tmp_path / "killed"), _run_script(tmp_path / "clean")):  # resume; uninterrupted
         _, err = proc.communicate(timeout=300)
