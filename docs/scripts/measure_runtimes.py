@@ -131,6 +131,7 @@ def _selection_row(
             baselines=baselines,
             feature_mask=feature_mask,
             show_progress=False,
+            **({"threshold": THRESHOLD} if method == "gradient" else {}),  # k="auto" steers by it, as in audit
             **options,
         )
     )
