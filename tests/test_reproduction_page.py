@@ -39,6 +39,7 @@ def _table1(full: float, backselect: float, random: float, count: int, requested
             "threshold": 0.99,
             "features": "pixel",
             "seconds_per_image": 2.5,
+            "compute_seconds": 7.5,
         },
         "hardware": "test CPU",
         "wall_seconds": 12.0,
@@ -102,3 +103,21 @@ def test_check_mode(generator: ModuleType, tmp_path: Path) -> None:
     assert generator.main(["--out", str(out)]) == 0
     assert generator.main(["--check", "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == generator.render()
+
+
+def test_figures_on_the_page_exist(generator: ModuleType) -> None:
+    page = PAGE.read_text(encoding="utf-8")
+    for line in page.splitlines():
+        if line.startswith(".. image:: /_static/"):
+            path = ROOT / "docs" / line.split(":: /", 1)[1]
+            assert path.is_file(), f"{path} is referenced by the page but missing: run make_reproduction_page.py"
+
+
+def test_figures_are_drawn_from_the_files(generator: ModuleType, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "table1_resnet20.json").write_text(json.dumps(_table1(0.9, 0.9, 0.1, 3, 3)))
+    written = generator.draw_figures(results, tmp_path / "figures")
+    assert [p.name for p in written] == [generator.FIGURE5]
+    assert written[0].stat().st_size > 1000
+    assert f".. image:: /_static/reproduction/{generator.FIGURE5}" in generator.render(results)

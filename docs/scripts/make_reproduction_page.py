@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "examples" / "results"
 BENCHMARKS = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "docs" / "reproduction.rst"
+FIGURES = ROOT / "docs" / "_static" / "reproduction"
+FIGURE5 = "figure5_resnet20.png"
+FIGURE6 = "figure6_sis_size.png"
 DEPTHS = (20, 32, 44, 56)
 
 # Carter et al., NeurIPS 2021 (arXiv:2003.08907v3): Table 1 (CIFAR-10 test accuracy, mean +- std over 5 runs),
@@ -111,7 +114,7 @@ def _reference_ratio(resnet20: dict[str, Any] | None) -> str:
     """Our ResNet20 SIS sizes at 0.99 against the exact BackSelect references of the same test images."""
     if resnet20 is None or "0.99" not in resnet20.get("sis_sizes", {}):
         return ""
-    ours = resnet20["sis_sizes"]["0.99"]["per_image"]
+    ours = resnet20["sis_sizes"]["0.99"].get("per_image", [])
     pairs = []
     for path in sorted((BENCHMARKS / "exact_references" / "pixels").glob("test_*.json")):
         ref = _load(path)
@@ -165,9 +168,11 @@ def _section_table1(results: dict[int, dict[str, Any]]) -> list[str]:
     for depth, r in sorted(results.items()):
         sel = r["selection"]
         lines.append(
-            f"* ResNet{depth}: {r['hardware']}; {r['wall_seconds']:.0f} s in all, selection "
+            f"* ResNet{depth}: {r['hardware']}; backward selection "
+            f"{sel.get('compute_seconds', float('nan')) / 3600:.2f} h of wall time in all, "
             f"{sel['seconds_per_image']:.2f} s per image (``method={sel['method']!r}``, ``k={sel['k']!r}``, "
-            f"threshold {sel['threshold']}, {sel['features']} features). Command:"
+            f"threshold {sel['threshold']}, {sel['features']} features; summed over the resumable chunks as each "
+            f"was computed); the evaluation run that wrote the file took {r['wall_seconds']:.0f} s. Command:"
         )
         lines += ["", "  .. code-block:: bash", "", f"     {r['command']}", ""]
     return lines
@@ -236,6 +241,12 @@ def _section_figure5(results: dict[int, dict[str, Any]]) -> list[str]:
         lines += _table(
             ["threshold", "all", "correct", "misclassified", "increase (correct vs mis.)", "empty SIS"], rows
         )
+    if 20 in results:
+        lines += [
+            f".. image:: /_static/reproduction/{FIGURE5}",
+            "   :alt: Mean SIS size of correctly classified and misclassified images against the threshold",
+            "",
+        ]
     return lines
 
 
@@ -271,6 +282,11 @@ def _section_figure6(fig: dict[str, Any] | None) -> list[str]:
             rows.append([label, *(_pct(v) for v in c["mean_fraction"])])
         lines += [f"Mean SIS size (% of the pixels), {title}:", ""]
         lines += _table(["model", *thresholds], rows)
+    lines += [
+        f".. image:: /_static/reproduction/{FIGURE6}",
+        "   :alt: Mean SIS size against the threshold for each model, with 95% confidence intervals",
+        "",
+    ]
     t = fig.get("transfer")
     if t:
         lines += [
@@ -372,6 +388,56 @@ def render(results_dir: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_figures(results_dir: Path = RESULTS, out_dir: Path = FIGURES) -> list[Path]:
+    """Figures 5 and 6 from the result files (those whose data exist), as PNG files in ``out_dir``."""
+    from matplotlib.figure import Figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    r20 = _load(results_dir / "table1_resnet20.json")
+    if r20 is not None:
+        fig = Figure(figsize=(6.4, 3.8))
+        ax = fig.add_subplot()
+        thresholds = [float(t) for t in r20["sis_sizes"]]
+        for group, colour in (("correct", "tab:blue"), ("misclassified", "tab:red")):
+            entries = [r20["sis_sizes"][t][group] for t in r20["sis_sizes"]]
+            xs = [t for t, e in zip(thresholds, entries, strict=True) if e["mean"] is not None]
+            ys = [100 * e["mean"] for e in entries if e["mean"] is not None]
+            err = [100 * (e["ci95"] or 0) for e in entries if e["mean"] is not None]
+            n = max((e["n"] for e in entries), default=0)
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=colour, label=f"{group} (n up to {n})")
+        ax.set_xlabel("SIS threshold")
+        ax.set_ylabel("mean SIS size (% of pixels)")
+        ax.set_title(f"ResNet20, {_images(r20)} CIFAR-10 test images (95% CI)", fontsize=10)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / FIGURE5, dpi=100)
+        written.append(out_dir / FIGURE5)
+    f6 = _load(results_dir / "figure6_transfer.json")
+    if f6 is not None:
+        curves = f6.get("curves_with_ensemble") or f6["curves"]
+        fig = Figure(figsize=(6.4, 3.8))
+        ax = fig.add_subplot()
+        xs = curves["thresholds"]
+        for name, c in curves["models"].items():
+            acc = c.get("accuracy")
+            label = name + ("" if acc is None else f" ({100 * acc:.1f}%)")
+            ys = [float("nan") if v is None else 100 * v for v in c["mean_fraction"]]
+            line = ax.plot(xs, ys, marker="o", label=label)[0]
+            lo = [float("nan") if v is None else 100 * v for v in c["ci_low"]]
+            hi = [float("nan") if v is None else 100 * v for v in c["ci_high"]]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        count = f6["images"]["ensemble_count"] if f6.get("curves_with_ensemble") else f6["images"]["count"]
+        ax.set_xlabel("SIS threshold")
+        ax.set_ylabel("mean SIS size (% of pixels)")
+        ax.set_title(f"{count} lossless CIFAR-10 test images (accuracy in the legend)", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / FIGURE6, dpi=100)
+        written.append(out_dir / FIGURE6)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only check that the page is up to date")
@@ -387,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.write_text(page, encoding="utf-8")
     print(f"wrote {args.out}")
+    if args.out == PAGE:
+        for path in draw_figures():
+            print(f"wrote {path}")
     return 0
 
 
