@@ -349,7 +349,7 @@ def audit(
     thresholds: Sequence[float] | None = None,
     k: int | float | str | AdaptiveK | AutoK = DEFAULT_K,
     shortlist: int | None = None,
-    batch_size: int | None = 256,
+    batch_size: int | None = None,
     chunk_size: int | None = None,
     seed: int = 0,
     n_examples: int = 10,
@@ -421,8 +421,9 @@ def audit(
     shortlist : int, optional
         With ``method="gradient"``: choose each removal exactly among the ``shortlist`` features the gradient
         ranks first (the gradient-screened exact hybrid).
-    batch_size : int or None, default 256
-        Images per forward pass (masked images during backward selection); None: measured on the first problem.
+    batch_size : int, optional
+        Images per forward pass (masked images during backward selection); None measures the fastest on the
+        first chunk (cached per model, shape and device).
     chunk_size : int, optional
         Images per backward-selection call (the progress bar advances per call). By default enough images to
         fill ``batch_size`` with the candidates of one step (exact: ``ceil(2 * batch_size / d)``; gradient:

@@ -876,7 +876,7 @@ def backward_selection(
     k: int | float | str | AdaptiveK | AutoK = DEFAULT_K,
     shortlist: int | None = None,
     threshold: float | None = None,
-    batch_size: int | None = 256,
+    batch_size: int | None = None,
     chunk_size: int = 64,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     shard_size: int | None = None,
@@ -932,8 +932,9 @@ def backward_selection(
     threshold : float, optional
         The SIS threshold that an adaptive or automatic ``k`` steers by (``k="adaptive"`` needs it); ignored
         by the exact method.
-    batch_size : int or None, default 256
-        Masked images per forward pass; None: measured on the first problem.
+    batch_size : int, optional
+        Masked images per forward pass; None measures the fastest on the first chunk (cached per model, shape
+        and device).
     chunk_size : int, default 64
         Images per call of the backward-selection routine (bounds memory, sets progress granularity).
     checkpoint_dir : str or os.PathLike, optional
