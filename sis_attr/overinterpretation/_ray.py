@@ -10,7 +10,7 @@ the driver holds a bounded number of shards in memory.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import os
 import sys
 import time
@@ -52,8 +52,13 @@ def _by_value(model: nn.Module, ray: Any) -> None:
 
 
 def _not_importable(name: str) -> bool:
+    """Whether a fresh process could not import ``name`` from ``sys.path`` (a module loaded from a file path, such
+    as ``sis-attr audit --model file.py:build``'s, or one made at run time)."""
+    top = name.split(".")[0]
+    if top in sys.builtin_module_names:
+        return False
     try:
-        return importlib.util.find_spec(name) is None
+        return importlib.machinery.PathFinder.find_spec(top, sys.path) is None
     except (ImportError, ValueError):
         return True
 

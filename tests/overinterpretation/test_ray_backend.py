@@ -142,3 +142,38 @@ def test_models_defined_in_scripts_travel_by_value(cluster: object) -> None:
         assert_same(backward_selection(model, images, shard_size=2, backend="ray", show_progress=False), local)
     finally:
         del sys.modules[module.__name__]
+
+
+def test_cli_backend_ray_with_a_model_file(cluster: object, tmp_path: Path) -> None:
+    """``sis-attr audit --backend ray`` with a model factory given as a file path (shipped to the workers)."""
+    import json
+
+    import numpy as np
+
+    from sis_attr.cli import main
+
+    (tmp_path / "my_models.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.fc = nn.Linear(36, 3)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x.flatten(1))\n\n"
+        "def build():\n"
+        "    return Net()\n"
+    )
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.integers(0, 256, (6, 6, 6), dtype=np.uint8), y=np.array([0, 1, 2, 0, 1, 2]))
+    base = ["audit", "--model", f"{tmp_path / 'my_models.py'}:build", "--data", str(tmp_path / "d.npz")]
+    base += ["--threshold", "0.4", "--shard-size", "2", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "local")]) == 0
+    assert main([*base, "--out", str(tmp_path / "ray"), "--backend", "ray"]) == 0
+    reports = [json.loads((tmp_path / d / "report.json").read_text())["report"] for d in ("local", "ray")]
+    assert reports[1]["settings"]["backend"] == "ray"
+    for key in ("mean_sis_size", "n_confident", "accuracy", "selection"):
+        assert reports[0][key] == reports[1][key]
+    assert_same(
+        SelectionResult.load(tmp_path / "ray" / "checkpoint"), SelectionResult.load(tmp_path / "local" / "checkpoint")
+    )
