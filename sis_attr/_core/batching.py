@@ -145,6 +145,7 @@ def probe_batch_size(
             if not is_out_of_memory(err):
                 raise
             release_cached_memory(device)
+            largest = CANDIDATES[-1]  # larger passes do not fit: valid for larger calls
             break
         largest = size
         if rate > best_rate:
@@ -152,8 +153,12 @@ def probe_batch_size(
         elif rate < 0.85 * best_rate:
             worse += 1
             if worse >= 2:
+                largest = CANDIDATES[-1]  # past the peak: valid for larger calls
                 break
-        if size == max_rows or first >= SLOW_PASS_SECONDS or time.perf_counter() - began >= PROBE_BUDGET_SECONDS:
+        if first >= SLOW_PASS_SECONDS or time.perf_counter() - began >= PROBE_BUDGET_SECONDS:
+            largest = CANDIDATES[-1]  # stopped for the model's sake, not the call's: valid for larger calls
+            break
+        if size == max_rows:
             break
     if not best_size:
         return max(1, min(fallback, max_rows))
