@@ -216,7 +216,7 @@ def _chunk_seconds(checkpoint_dir: Path, stem: str) -> float:
     record = checkpoint_dir / f"{stem}.json"
     if record.is_file():
         return float(json.loads(record.read_text(encoding="utf-8"))["seconds"])
-    started = checkpoint_dir / f"{stem}.shards" / "manifest.json"  # written when the chunk started
+    started = checkpoint_dir / f"{stem}.shards" / "feature_mask.npy"  # written once, when the chunk started
     if started.is_file():
         return (checkpoint_dir / f"{stem}.pt").stat().st_mtime - started.stat().st_mtime
     return float("nan")
@@ -297,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     rnd_test = random_subsets(x_test, labels=y_test, fraction=args.fraction, generator=1)
     evaluate = subset_accuracy(net, x_test, y_test, backselect=bs_test, random=rnd_test)
     drop = confidence_drop(net, x_test, bs_test)
+    # Do the subsets keep the model's own prediction (what backward selection optimises)?
+    keep = sel_test.keep_masks(args.fraction)
+    on_subsets = []
+    with torch.no_grad():
+        for i in range(0, n, args.batch_size):
+            x = x_test[i : i + args.batch_size].to(device)
+            masked = torch.where(keep[i : i + args.batch_size].to(device), x, torch.zeros_like(x))
+            on_subsets.append(net(masked).argmax(1).cpu())
+    keeps_prediction = float((torch.cat(on_subsets) == sel_test.targets).double().mean())
+    at_threshold = sel_test.sis_sizes(args.threshold)
     jpeg = args.data_dir is not None and "jpeg" in str(args.data_dir).lower()
     results: dict[str, Any] = {
         "experiment": "table1",
@@ -326,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         "paper": PAPER,
         "evaluate_on": evaluate.to_dict(),
         "confidence_drop": {"mean": drop.mean, "std": drop.std},
+        "backselect_keeps_prediction": keeps_prediction,
+        "sis_larger_than_fraction": {
+            "count": int((at_threshold > args.fraction * sel_test.n_features).sum()),
+            "of": int((~torch.isnan(at_threshold)).sum()),
+            "threshold": args.threshold,
+        },
         "sis_sizes": sis_size_table(sel_test, y_test, args.thresholds),
     }
 

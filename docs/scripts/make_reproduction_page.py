@@ -134,6 +134,21 @@ def _reference_ratio(resnet20: dict[str, Any] | None) -> str:
     )
 
 
+def _fidelity(r: dict[str, Any]) -> str:
+    """How well the subsets do what backward selection optimises: keep the model's own prediction."""
+    text = ""
+    if "backselect_keeps_prediction" in r:
+        kept = _pct(r["backselect_keeps_prediction"], 1)
+        text += f" The 5% BS subsets keep the model's own prediction on {kept}% of the images"
+    big = r.get("sis_larger_than_fraction")
+    if big:
+        text += (
+            f"{';' if text else ''} {big['count']} of {big['of']} SIS at {big['threshold']} are larger than the 5% "
+            "budget (their 5% subsets cannot reach that confidence)"
+        )
+    return text + ("." if text else "")
+
+
 def _section_table1(results: dict[int, dict[str, Any]]) -> list[str]:
     lines = _heading('Table 1, "evaluate on": the original model on 5% subsets', "-")
     if not results:
@@ -172,7 +187,9 @@ def _section_table1(results: dict[int, dict[str, Any]]) -> list[str]:
             f"{sel.get('compute_seconds', float('nan')) / 3600:.2f} h of wall time in all, "
             f"{sel['seconds_per_image']:.2f} s per image (``method={sel['method']!r}``, ``k={sel['k']!r}``, "
             f"threshold {sel['threshold']}, {sel['features']} features; summed over the resumable chunks as each "
-            f"was computed); the evaluation run that wrote the file took {r['wall_seconds']:.0f} s. Command:"
+            f"was computed); the evaluation run that wrote the file took {r['wall_seconds']:.0f} s."
+            + _fidelity(r)
+            + " Command:"
         )
         lines += ["", "  .. code-block:: bash", "", f"     {r['command']}", ""]
     return lines
@@ -408,7 +425,7 @@ def draw_figures(results_dir: Path = RESULTS, out_dir: Path = FIGURES) -> list[P
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=colour, label=f"{group} (n up to {n})")
         ax.set_xlabel("SIS threshold")
         ax.set_ylabel("mean SIS size (% of pixels)")
-        ax.set_title(f"ResNet20, {_images(r20)} CIFAR-10 test images (95% CI)", fontsize=10)
+        ax.set_title(f"ResNet20, {r20['images']['count']} {r20['images']['source']} test images (95% CI)", fontsize=10)
         ax.legend()
         fig.tight_layout()
         fig.savefig(out_dir / FIGURE5, dpi=100)
