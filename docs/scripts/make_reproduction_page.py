@@ -47,6 +47,11 @@ GPU_FIGURE6 = (
     "python examples/reproduce_figure6_sis_size.py --n-images 846 --ensemble-images 0 --device cuda "
     "--batch-size 4096 --checkpoint-dir ckpt --json figure6_transfer.json --out figure6.png"
 )
+GPU_JPEG = (
+    "python ../shared/data/make_cifar10_jpeg_batches.py cifar10-jpeg && "
+    "python examples/reproduce_table1_cifar10.py --data-dir cifar10-jpeg --n-test 10000 --controls --device cuda "
+    "--batch-size 4096 --checkpoint-dir ckpt-jpeg --out table1_resnet20_jpeg.json"
+)
 TRAIN_ON_CPU = (
     "python examples/reproduce_table1_cifar10.py --n-test 846 --n-train 1000 --epochs 10 --seeds 0 1 2 "
     "--checkpoint-dir ckpt --threads 1 --out examples/results/table1_train_on_resnet20.json"
@@ -394,6 +399,9 @@ def render(results_dir: Path = RESULTS) -> str:
         "",
         *_command(GPU_TABLE1),
         *_command(GPU_FIGURE6),
+        "and the 10,000 test images of the JPEG-derived copy (lossy: say so beside its numbers):",
+        "",
+        *_command(GPU_JPEG),
         *_section_table1(table1),
         *_section_train_on(table1),
         *_section_figure5(table1),
