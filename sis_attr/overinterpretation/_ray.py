@@ -130,7 +130,9 @@ def run_shards(
                     collect(block=True)
                 start, stop = bounds[i]
                 targets = None if run.targets is None else run.targets[start:stop]
-                ref = remote.remote(model_ref, images, targets, run.shard_baselines(start, stop), run.task, start)
+                base = run.shard_baselines(start, stop)
+                base = base if isinstance(base, float) else base.cpu()  # tasks move what they need to their GPU
+                ref = remote.remote(model_ref, images.cpu(), targets, base, run.task, start)
                 pending[ref] = (i, digest)
             while pending:
                 collect(block=True)

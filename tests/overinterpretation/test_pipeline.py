@@ -217,6 +217,7 @@ def counted_audit(method: str, **kwargs: object) -> tuple[CountingModel, AuditRe
     with torch.no_grad():
         labels = inner(images).argmax(dim=1)
     model = CountingModel(inner, images)
+    kwargs = {"batch_size": 256, **kwargs}  # batch_size=None would time passes on the full images first
     rep = audit(model, (images, labels), method=method, threshold=0.4, fraction=0.25, show_progress=False, **kwargs)  # type: ignore[arg-type]
     return model, rep
 
