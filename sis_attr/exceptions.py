@@ -41,7 +41,7 @@ class SISWarning(UserWarning):
 
 
 class UninformativeBaselineWarning(SISWarning):
-    """The model is already confident with every feature removed: the baseline is not uninformative."""
+    """The model is already confident with every feature removed: the baseline itself carries evidence."""
 
 
 class DatasetNotFoundError(SISError, FileNotFoundError):

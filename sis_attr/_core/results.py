@@ -16,8 +16,8 @@ from sis_attr._core.validation import format_threshold
 from sis_attr.exceptions import UninformativeBaselineWarning
 
 _EMPTY_SIS_MESSAGE = (
-    "The score with every feature removed already reaches the threshold, so the SIS is empty: the baseline is "
-    "not uninformative to this model (example {example}). Choose another baseline or a higher threshold."
+    "The score with every feature removed already reaches the threshold, so the SIS is empty: the baseline "
+    "itself carries evidence for the class (example {example}). Choose another baseline or a higher threshold."
 )
 
 

@@ -89,7 +89,7 @@ def compute_sis(
         warnings.warn(
             "The score with every feature removed already reaches the threshold for examples "
             f"{sorted(set(empty))[:10]}{'...' if len(set(empty)) > 10 else ''}, so their SIS is empty: the "
-            "baseline is not uninformative to this model. Choose another baseline or a higher threshold.",
+            "baseline itself carries evidence for the class. Choose another baseline or a higher threshold.",
             UninformativeBaselineWarning,
             stacklevel=5,  # the user's call: door -> pipeline -> method -> compute_sis
         )

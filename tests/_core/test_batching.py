@@ -96,10 +96,14 @@ def test_batch_size_none_measures_once_and_gives_the_same_result() -> None:
         assert a.record.order.tolist() == b.record.order.tolist() == c.record.order.tolist()
 
 
-def test_probe_picks_the_fastest_measured_size() -> None:
-    # a model whose cost per pass is 1 ms plus 0.02 ms per row above 64 rows (0.01 below): 64..128 rows win
+def test_probe_picks_the_fastest_measured_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a model whose pass costs 1 ms plus 0.01 ms per row up to 64 rows and 0.1 ms per row above: 64 rows win.
+    # The clock is simulated, so load on the machine cannot change the measurement.
+    clock = [0.0]
+    monkeypatch.setattr(batching.time, "perf_counter", lambda: clock[0])
+
     def run(n: int) -> None:
-        time.sleep(0.001 + n * (0.00001 if n <= 64 else 0.0001))
+        clock[0] += 0.001 + n * (0.00001 if n <= 64 else 0.0001)
 
     size = batching.probe_batch_size(object(), ("k",), run, max_rows=10_000, device=torch.device("cpu"), fallback=5)
     assert size == 64
