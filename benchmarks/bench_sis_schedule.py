@@ -125,6 +125,7 @@ def schedules(d: int) -> list[tuple[str, dict[str, Any]]]:
     """The settings compared: the automatic schedule's default and variants, and the older settings."""
     out: list[tuple[str, dict[str, Any]]] = [
         ("auto (default)", {"k": "auto"}),
+        ("auto backtrack=True", {"k": AutoK(backtrack=True)}),
         ("auto endgame=16", {"k": AutoK(endgame=16)}),
         ("auto endgame=24", {"k": AutoK(endgame=24)}),
         ("auto endgame=48", {"k": AutoK(endgame=48)}),

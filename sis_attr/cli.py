@@ -519,7 +519,7 @@ _non_negative_int = _int_at_least(0, "non-negative")
 
 
 def _k_value(text: str) -> int | float | str:
-    if text == "adaptive":
+    if text in ("auto", "adaptive"):
         return text
     try:
         return _positive_int(text)
@@ -531,7 +531,7 @@ def _k_value(text: str) -> int | float | str:
         value = float("nan")
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(
-            f"expected a positive integer, a fraction in (0, 1) or 'adaptive', got {text!r}"
+            f"expected 'auto', a positive integer, a fraction in (0, 1) or 'adaptive', got {text!r}"
         )
     return value
 
@@ -616,8 +616,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--k",
         type=_k_value,
         default=None,
-        help="gradient method: features removed per step (an integer, a fraction of the remaining such as 0.2, "
-        "or 'adaptive')",
+        help="gradient method: 'auto' (the default: the automatic schedule), features removed per step (an "
+        "integer, or a fraction of the remaining such as 0.2) or 'adaptive'",
     )
     aud.add_argument("--shortlist", type=_positive_int, help="gradient method: exact choice among the best M")
     aud.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel normalisation mean")

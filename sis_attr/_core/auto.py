@@ -69,13 +69,19 @@ class AutoBackSelect:
         device = problem.device
         examples = examples.to(device)
         state = SelectionState.start(keep_start.to(device), problem.max_features)
+        n = int(examples.shape[0])
+        # per example: the last block removed and the score measured before it, and the largest block allowed
+        # (halved each time a block overshoots the threshold)
+        self._last_block = torch.zeros(n, dtype=torch.long, device=device)
+        self._last_value = torch.full((n,), float("nan"), dtype=torch.float64, device=device)
+        self._cap = torch.full((n,), problem.max_features + 1, dtype=torch.long, device=device)
         end = self.options.endgame
         bs = problem.batch_size
         with progress_bar(int(state.remaining.sum()), desc, show_progress, unit="feature") as bar:
             active = torch.nonzero(state.remaining > end).flatten()
             while active.numel() > 0:
                 for i in range(0, int(active.shape[0]), bs):
-                    bar.update(self._step(problem, examples, active[i : i + bs], state))
+                    bar.update(max(0, self._step(problem, examples, active[i : i + bs], state)))
                 active = torch.nonzero(state.remaining > end).flatten()
             todo = state.active()
             if todo.numel() > 0:
@@ -105,13 +111,33 @@ class AutoBackSelect:
         return _log_odds(v) - _log_odds(t) if self.log_space else v - t
 
     def _step(self, problem: SISProblem, examples: Tensor, chunk: Tensor, state: SelectionState) -> int:
-        """One gradient step for ``chunk`` (local ids, all with more than ``endgame`` features left)."""
+        """One gradient step for ``chunk`` (local ids, all with more than ``endgame`` features left); returns the
+        number of features removed (net of any block taken back)."""
         a = self.options
         rows = examples[chunk]
         keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
         v, g = score_and_grad(problem, rows, keep_c)
-        state.values[chunk, step_c] = v
         margin = self._margin(v)
+        undone = 0
+        if margin is not None and self.options.backtrack:
+            # a block of several features that took the score from above the threshold to below it: the SIS
+            # would be decided inside a block. Take the block back and go on with blocks half its size.
+            before = self._margin(self._last_value[chunk])
+            if before is None:  # pragma: no cover - margin and before come from the same threshold
+                raise RuntimeError("no threshold to backtrack by")
+            overshot = (before >= 0) & (margin < 0) & (self._last_block[chunk] > 1)
+            if bool(overshot.any()):
+                back = chunk[overshot]
+                undone = int(self._last_block[back].sum())
+                self._cap[back] = torch.clamp(self._last_block[back] // 2, min=1)
+                self._undo(state, back)
+                chunk = chunk[~overshot]
+                if chunk.numel() == 0:
+                    return -undone
+                keep_sel = ~overshot
+                rows, v, g, margin = rows[keep_sel], v[keep_sel], g[keep_sel], margin[keep_sel]
+                keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
+        state.values[chunk, step_c] = v
         screening = rem_c <= a.screen_at
         if margin is not None and a.margin > 0:
             screening = screening | ((margin >= 0) & (margin < a.margin))
@@ -121,6 +147,7 @@ class AutoBackSelect:
             torch.clamp(torch.floor(remf * a.screen_fraction).long(), min=1, max=a.shortlist),
             torch.clamp(torch.floor(remf * a.fraction).long(), min=1),
         )
+        block = torch.minimum(block, self._cap[chunk])
         # never remove into the endgame's features in one block
         block = torch.minimum(block, rem_c - a.endgame)
         need = int(block.max())
@@ -136,7 +163,22 @@ class AutoBackSelect:
             if margin is not None:
                 block[s] = torch.minimum(block[s], self._safe_prefix(v[s], exact, margin[s]))
         state.remove(chunk, ranked, block)
-        return int(block.sum())
+        self._last_block[chunk] = block
+        self._last_value[chunk] = v.double()
+        return int(block.sum()) - undone
+
+    def _undo(self, state: SelectionState, back: Tensor) -> None:
+        """Put back the last block removed from each example of ``back``."""
+        for j in back.tolist():
+            b, s = int(self._last_block[j]), int(state.step[j])
+            feats = state.orders[j, s - b : s].clone()
+            state.keep[j, feats] = True
+            state.orders[j, s - b : s] = -1
+            state.values[j, s - b + 1 : s + 1] = float("nan")
+            state.step[j] = s - b
+            state.remaining[j] += b
+            self._last_block[j] = 0
+            self._last_value[j] = float("nan")
 
     def _safe_prefix(self, value: Tensor, exact: Tensor, margin: Tensor) -> Tensor:
         """Longest prefix of the screened removals (best first) whose summed exact drops stay within half the

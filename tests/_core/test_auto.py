@@ -56,13 +56,14 @@ def _scores_alone(net: torch.nn.Module, x: torch.Tensor, keep: torch.Tensor, tar
     threshold=st.floats(0.4, 0.95),
     endgame=st.integers(0, 12),
     screen_at=st.integers(0, 40),
+    backtrack=st.booleans(),
 )
 def test_every_sis_of_the_automatic_schedule_is_sufficient(
-    seed: int, side: int, threshold: float, endgame: int, screen_at: int
+    seed: int, side: int, threshold: float, endgame: int, screen_at: int, backtrack: bool
 ) -> None:
     net = _conv_net(seed, side)
     x = torch.randn(3, 2, side, side, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
-    k = AutoK(endgame=endgame, screen_at=screen_at, shortlist=4)
+    k = AutoK(endgame=endgame, screen_at=screen_at, shortlist=4, backtrack=backtrack)
     res = batched_gradient_sis(net, x, threshold=threshold, k=k)
     target = torch.stack([torch.as_tensor(e.target) for e in res])
     alone = _scores_alone(net, x, res.keep_mask(), target)
@@ -86,7 +87,7 @@ def test_with_at_most_endgame_features_the_schedule_is_exact_backselect() -> Non
 def test_the_schedule_is_deterministic_and_batch_size_invariant() -> None:
     net = _conv_net(5, 7)
     x = torch.randn(5, 2, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
-    k = AutoK(endgame=8, screen_at=24, shortlist=6)
+    k = AutoK(endgame=8, screen_at=24, shortlist=6, backtrack=True)
     runs = [batched_gradient_sis(net, x, threshold=0.7, k=k, batch_size=bs) for bs in (64, 64, 3, 1)]
     orders = [[e.record.order.tolist() for e in r] for r in runs]
     assert orders[0] == orders[1] == orders[2] == orders[3]
