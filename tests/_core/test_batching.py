@@ -76,22 +76,25 @@ def test_other_errors_are_not_mistaken_for_out_of_memory() -> None:
         sufficient_input_subsets(broken, torch.randn(4, 6), threshold=0.5, batch_size=16)
 
 
-def test_batch_size_none_measures_once_and_gives_the_same_result() -> None:
+def test_batch_size_none_measures_once_and_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     net, x = _data()
-    calls: list[int] = []
+    measured: list[int] = []
+    throughput = batching._throughput
 
-    def counted(z: Tensor) -> Tensor:
-        calls.append(int(z.shape[0]))
-        return net(z)
+    def counting(run: object, size: int, device: torch.device) -> tuple[float, float]:
+        measured.append(size)
+        return throughput(run, size, device)  # type: ignore[arg-type]
 
-    auto = sufficient_input_subsets(counted, x, threshold=0.5)  # batch_size=None: probed
+    monkeypatch.setattr(batching, "_throughput", counting)
+    auto = sufficient_input_subsets(net, x, threshold=0.5)  # batch_size=None: probed
     key = (((2, 6, 6),), str(torch.float32), "cpu", False)
-    size = batching.cached_batch_size(counted, key)
+    size = batching.cached_batch_size(net, key)
     assert size is not None and 1 <= size <= 3 * 72
-    probed_calls = len(calls)
-    again = sufficient_input_subsets(counted, x, threshold=0.5)  # cached: no probing this time
+    assert measured  # the first call measured
+    first = len(measured)
+    again = sufficient_input_subsets(net, x, threshold=0.5)  # cached: no probing this time
+    assert len(measured) == first
     fixed = sufficient_input_subsets(net, x, threshold=0.5, batch_size=7)
-    assert len(calls) - probed_calls < probed_calls
     for a, b, c in zip(auto, again, fixed, strict=True):
         assert a.record.order.tolist() == b.record.order.tolist() == c.record.order.tolist()
 
