@@ -35,7 +35,8 @@ PROBE_BUDGET_SECONDS = 3.0
 """Probing stops trying larger sizes once it has spent this long."""
 
 _CacheKey = tuple[Any, ...]
-# per model: key -> (best size, the largest size measured)
+_UNLIMITED = 2**62
+# per model: key -> (best size, the largest rows per pass it holds for)
 _cache: weakref.WeakKeyDictionary[Any, dict[_CacheKey, tuple[int, int]]] = weakref.WeakKeyDictionary()
 _cache_by_id: dict[int, dict[_CacheKey, tuple[int, int]]] = {}
 
@@ -66,14 +67,14 @@ def cached_batch_size(model: object, key: _CacheKey, max_rows: int | None = None
     entry = _entries(model).get(key)
     if entry is None:
         return None
-    size, measured_up_to = entry
-    if max_rows is not None and size == measured_up_to and max_rows > measured_up_to:
-        return None  # the best was the largest size tried: a larger call may do better
+    size, holds_up_to = entry
+    if max_rows is not None and max_rows > holds_up_to:
+        return None  # the best was the largest size a smaller call allowed: a larger call may do better
     return size
 
 
-def remember_batch_size(model: object, key: _CacheKey, size: int, measured_up_to: int) -> None:
-    _entries(model)[key] = (size, measured_up_to)
+def remember_batch_size(model: object, key: _CacheKey, size: int, holds_up_to: int) -> None:
+    _entries(model)[key] = (size, holds_up_to)
 
 
 def clear_cache() -> None:
@@ -134,35 +135,34 @@ def probe_batch_size(
     if max_rows <= CANDIDATES[0]:
         return max(1, max_rows)
     best_size, best_rate, worse, largest = 0, 0.0, 0, 0
+    # the largest rows per pass the result holds for: unlimited when probing stopped for the model's sake
+    holds = _UNLIMITED
     began = time.perf_counter()
     for size in CANDIDATES:
-        if size > max_rows and best_size:
+        if size > max_rows:  # every size this call can use has been tried
+            holds = max_rows
             break
-        size = min(size, max_rows)
         try:
             rate, first = _throughput(run, size, device)
         except Exception as err:
             if not is_out_of_memory(err):
                 raise
             release_cached_memory(device)
-            largest = CANDIDATES[-1]  # larger passes do not fit: valid for larger calls
-            break
+            break  # larger passes do not fit
         largest = size
         if rate > best_rate:
             best_size, best_rate, worse = size, rate, 0
         elif rate < 0.85 * best_rate:
             worse += 1
             if worse >= 2:
-                largest = CANDIDATES[-1]  # past the peak: valid for larger calls
-                break
+                break  # past the peak
         if first >= SLOW_PASS_SECONDS or time.perf_counter() - began >= PROBE_BUDGET_SECONDS:
-            largest = CANDIDATES[-1]  # stopped for the model's sake, not the call's: valid for larger calls
-            break
-        if size == max_rows:
-            break
+            break  # a large model: larger passes gain nothing measurable
     if not best_size:
         return max(1, min(fallback, max_rows))
-    remember_batch_size(model, key, best_size, largest)
+    if best_size < largest:
+        holds = _UNLIMITED  # a peak below the largest size tried: it holds for larger calls too
+    remember_batch_size(model, key, best_size, holds)
     return best_size
 
 
