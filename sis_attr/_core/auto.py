@@ -19,12 +19,8 @@ from torch import Tensor
 from sis_attr._core.exact import exact_backselect
 from sis_attr._core.gradient import SelectionState, score_and_grad, screen, top_ranked
 from sis_attr._core.problem import SISProblem
-from sis_attr._core.schedule import AutoK
+from sis_attr._core.schedule import AutoK, _log_odds
 from sis_attr._progress import progress_bar
-
-
-def _log_odds(log_p: Tensor) -> Tensor:
-    return log_p - torch.log(torch.clamp(-torch.expm1(log_p), min=1e-300))
 
 
 class AutoBackSelect:
@@ -96,10 +92,7 @@ class AutoBackSelect:
                     bar.update(r)
         # the fully removed input of examples that never had features (the endgame measured everyone else's)
         unmeasured = torch.nonzero(torch.isnan(state.values.gather(1, state.step.unsqueeze(1)).squeeze(1)))
-        unmeasured = unmeasured.flatten()
-        for i in range(0, int(unmeasured.shape[0]), bs):
-            sl = unmeasured[i : i + bs]
-            state.values[sl, state.step[sl]] = problem.evaluate(examples[sl], state.keep[sl])
+        state.measure(problem, examples, unmeasured.flatten())
         return state.records()
 
     def _margin(self, value: Tensor) -> Tensor | None:
@@ -108,7 +101,7 @@ class AutoBackSelect:
             return None
         t = torch.tensor(self.threshold_space, dtype=torch.float64, device=value.device)
         v = value.double()
-        return _log_odds(v) - _log_odds(t) if self.log_space else v - t
+        return _log_odds(v)[0] - _log_odds(t)[0] if self.log_space else v - t
 
     def _step(self, problem: SISProblem, examples: Tensor, chunk: Tensor, state: SelectionState) -> int:
         """One gradient step for ``chunk`` (local ids, all with more than ``endgame`` features left); returns the

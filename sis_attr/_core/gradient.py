@@ -167,6 +167,13 @@ class SelectionState:
         self.step[chunk] = step_c + block
         self.remaining[chunk] = self.remaining[chunk] - block
 
+    def measure(self, problem: SISProblem, examples: Tensor, local: Tensor) -> None:
+        """Score the current inputs of the examples ``local`` (in passes of ``batch_size``) at their current step."""
+        bs = problem.batch_size
+        for i in range(0, int(local.shape[0]), bs):
+            sl = local[i : i + bs]
+            self.values[sl, self.step[sl]] = problem.evaluate(examples[sl], self.keep[sl])
+
     def records(self) -> tuple[list[Tensor], list[Tensor]]:
         """Per example the removal order and the measured scores, on the CPU."""
         orders, values, steps = self.orders.cpu(), self.values.cpu(), self.step.tolist()
@@ -217,10 +224,7 @@ class GradientBackSelect:
                     bar.update(self._step(problem, examples, active[i : i + bs], state))
                 active = state.active()
         # the fully removed input (or the start, for examples without features)
-        local = torch.arange(int(examples.shape[0]), device=problem.device)
-        for i in range(0, int(local.shape[0]), bs):
-            sl = local[i : i + bs]
-            state.values[sl, state.step[sl]] = problem.evaluate(examples[sl], state.keep[sl])
+        state.measure(problem, examples, torch.arange(int(examples.shape[0]), device=problem.device))
         return state.records()
 
     def _need(self, max_remaining: int, d: int) -> int:
