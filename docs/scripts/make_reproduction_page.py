@@ -27,6 +27,11 @@ PAGE = ROOT / "docs" / "reproduction.rst"
 FIGURES = ROOT / "docs" / "_static" / "reproduction"
 FIGURE5 = "figure5_resnet20.png"
 FIGURE6 = "figure6_sis_size.png"
+FIGURES1_2 = {  # written by examples/reproduce_figure1_2_sis_examples.py --figures docs/_static/reproduction
+    "examples": "figure1_sis_examples.png",
+    "heatmaps": "figure2_heatmaps.png",
+    "per_class": "figure2_per_class.png",
+}
 DEPTHS = (20, 32, 44, 56)
 
 # Carter et al., NeurIPS 2021 (arXiv:2003.08907v3): Table 1 (CIFAR-10 test accuracy, mean +- std over 5 runs),
@@ -46,6 +51,10 @@ GPU_TABLE1 = (
 GPU_FIGURE6 = (
     "python examples/reproduce_figure6_sis_size.py --n-images 846 --ensemble-images 0 --device cuda "
     "--batch-size 4096 --checkpoint-dir ckpt --json figure6_transfer.json --out figure6.png"
+)
+GPU_FIGURE1_2 = (
+    "python examples/reproduce_figure1_2_sis_examples.py --n-images 846 --device cuda --batch-size 4096 "
+    "--checkpoint-dir ckpt --json figure1_2_resnet20.json --figures figures"
 )
 GPU_JPEG = (
     "python ../shared/data/make_cifar10_jpeg_batches.py cifar10-jpeg && "
@@ -263,6 +272,133 @@ def _section_train_on(results: dict[int, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _image(name: str, alt: str) -> list[str]:
+    """An image of ``docs/_static/reproduction`` when it exists (the example script writes it), else nothing."""
+    if not (FIGURES / name).is_file():
+        return []
+    return [f".. image:: /_static/reproduction/{name}", f"   :alt: {alt}", ""]
+
+
+def _rings(entry: dict[str, Any]) -> list[str]:
+    return [
+        f"{_pct(r['kept_share'], 1)}% ({r['ratio']:.2f}x its area share, {_pct(r['area_share'], 1)}%)"
+        for r in entry["rings"].values()
+    ]
+
+
+def _reading_figure2(f2: dict[str, Any]) -> list[str]:
+    """Border concentration, side balance and per-class spread, in sentences built from the result file."""
+    sub = f2["subsets"]
+    one = sub["rings"]["1"]
+    sides = sub["sides"]
+    text = (
+        f"**Reading it.** The 5% subsets {'concentrate at' if one['ratio'] > 1.2 else 'do not favour'} the border: "
+        f"the outermost one-pixel ring, {_pct(one['area_share'], 1)}% of the image, holds "
+        f"{_pct(one['kept_share'], 1)}% of their pixels ({one['ratio']:.2f} times its area share; 1.00 would be a "
+        "uniform spread)"
+    )
+    sis = f2.get("sis")
+    if sis:
+        text += f", and {_pct(sis['rings']['1']['kept_share'], 1)}% of the SIS pixels at the threshold"
+    left, right, top, bottom = sides["left"], sides["right"], sides["top"], sides["bottom"]
+    balanced = abs(left - right) <= 0.15 * max(left, right)
+    text += (
+        f". The left and right columns hold {_pct(left, 1)}% and {_pct(right, 1)}% of the kept pixels, the top and "
+        f"bottom rows {_pct(top, 1)}% and {_pct(bottom, 1)}%"
+    )
+    if balanced:
+        text += (
+            ": left and right are used about equally, so the concentration is not explained by ties broken "
+            "toward the lowest feature ids (which would keep the bottom-right pixels)"
+        )
+    text += "."
+    per_class = f2.get("per_class", {})
+    if per_class:
+        shares = sorted((e["rings"]["1"]["kept_share"], name) for name, e in per_class.items())
+        (lo, lo_name), (hi, hi_name) = shares[0], shares[-1]
+        text += (
+            f" Per predicted class the one-pixel ring holds from {_pct(lo, 1)}% ({lo_name}) to {_pct(hi, 1)}% "
+            f"({hi_name}) of the kept pixels."
+        )
+    text += (
+        " The paper states a border concentration in words for the SIS of Inception-v3 on ImageNet (Figure 4); "
+        "for CIFAR-10 the text describes its Figure 2 without a statistic or a stated pattern, so there is no number "
+        "to set beside ours. "
+        "Why the border is favoured (the convolutions' zero padding makes border pixels distinguishable, for "
+        "instance) is not tested here."
+    )
+    return [text, ""]
+
+
+def _section_figures1_2(r: dict[str, Any] | None) -> list[str]:
+    lines = _heading("Figures 1 and 2: example SIS of each class, and where the 5% subsets sit", "-")
+    if r is None:
+        return [
+            *lines,
+            "Not run yet: no ``examples/results/figure1_2_resnet20.json``. Command (after the Table 1 run, which "
+            "it reads the selections of):",
+            "",
+            *_command(GPU_FIGURE1_2),
+        ]
+    sel, f1, f2 = r["selection"], r["figure1"], r["figure2"]
+    paper = r.get("paper", {})
+    lines += [
+        f"{r['model']} on {_images(r)} test images, backward selection ``method={sel['method']!r}``, "
+        f"``k={sel['k']!r}``, threshold {sel['threshold']} ({sel['features']} features, baseline "
+        f"{sel['baseline']}): the selections of the Table 1 run, read from its resumable checkpoint "
+        f"({sel['compute_seconds'] / 3600:.2f} h of selection when they were computed); {r['hardware']}; "
+        f"{r['wall_seconds']:.0f} s for the script. Command:",
+        "",
+        *_command(r["command"]),
+    ]
+    mean_size = f1.get("mean_sis_size")
+    size_text = (
+        ""
+        if mean_size is None
+        else f" Over the {f1['sis_at_threshold']} images whose confidence reaches {f1['threshold']}, the mean SIS "
+        f"holds {mean_size:.1f} pixels ({_pct(mean_size / 1024)}% of the 1,024)."
+    )
+    lines += [
+        f"**Figure 1.** Paper: {paper.get('figure1', '')} Ours: {len(f1['examples'])} examples drawn at random "
+        f"(seed {f1['seed']}) among the {f1['eligible']} images classified correctly with confidence at least "
+        f"{f1['threshold']} and a non-empty SIS, {f1['per_class']} per class.{size_text} In the figure the masked "
+        "pixels show the mean colour (the baseline the model sees); the last row marks the SIS pixels in red.",
+        "",
+    ]
+    rows = [
+        [
+            e["label_name"],
+            str(e["index"]),
+            f"{e['sis_size']} ({_pct(e['sis_fraction'], 1)}%)",
+            f"{e['confidence']:.4f}",
+            f"{e['sis_confidence']:.4f}",
+        ]
+        for e in f1["examples"]
+    ]
+    lines += _table(["class", "test image", "SIS size (pixels)", "confidence, full image", "on the SIS alone"], rows)
+    lines += _image(FIGURES1_2["examples"], "Example CIFAR-10 test images of each class beside their SIS")
+    sub, sis = f2["subsets"], f2.get("sis")
+    lines += [
+        f"**Figure 2.** Paper: {paper.get('figure2', '')} Ours: the {f2['fraction']:.0%} backward-selection "
+        f"subsets ({f2['subset_size']} pixels per image) of {sub['n_images']} images, mean confidence on them "
+        f"{f2['mean_subset_confidence']:.3f} (on the full images {f2['mean_full_confidence']:.3f}); beside them, "
+        "the SIS at the threshold (the paper's Figure 4 for ImageNet). Share of the kept pixels in the outer "
+        "rings of the image:",
+        "",
+    ]
+    ring_rows = [["5% BS subsets", *_rings(sub), str(tuple(sub["peak"]))]]
+    if sis:
+        ring_rows.append(
+            [f"SIS at {f1['threshold']} ({sis['n_images']} images)", *_rings(sis), str(tuple(sis["peak"]))]
+        )
+    widths = list(sub["rings"])
+    lines += _table(["pixels", *(f"outer {w}-pixel ring" for w in widths), "peak (row, column)"], ring_rows)
+    lines += _image(FIGURES1_2["heatmaps"], "Heatmaps of the pixel locations of the 5% subsets and of the SIS")
+    lines += _reading_figure2(f2)
+    lines += _image(FIGURES1_2["per_class"], "Heatmaps of the 5% subsets per predicted class")
+    return lines
+
+
 def _ci(entry: dict[str, Any]) -> str:
     if entry["mean"] is None:
         return "n/a"
@@ -310,7 +446,7 @@ def _section_figure5(results: dict[int, dict[str, Any]]) -> list[str]:
 
 def _reading_figure6(fig: dict[str, Any]) -> list[str]:
     """Accuracy against SIS size at 0.99, and the ensemble against its members, from the result file."""
-    sentences = []
+    sentences: list[str] = []
     for key in ("curves", "curves_with_ensemble"):
         curves = fig.get(key)
         if not curves or 0.99 not in curves["thresholds"]:
@@ -435,6 +571,7 @@ def render(results_dir: Path = RESULTS) -> str:
             table1.setdefault(d, extra)
             table1[d] = table1[d] | {"train_on": extra["train_on"]}
     figure6 = _load(results_dir / "figure6_transfer.json")
+    figures1_2 = _load(results_dir / "figure1_2_resnet20.json")
     ratio, ratio_source = _schedule_ratio()
     lines = [
         ".. This page is generated by docs/scripts/make_reproduction_page.py from examples/results/*.json and",
@@ -470,6 +607,7 @@ def render(results_dir: Path = RESULTS) -> str:
         *_command(GPU_JPEG),
         *_section_table1(table1),
         *_section_train_on(table1),
+        *_section_figures1_2(figures1_2),
         *_section_figure5(table1),
         *_section_figure6(figure6),
         *_section_controls(table1.get(20)),
