@@ -287,7 +287,9 @@ def gradient_backselect(
     perturbations_per_eval : int, optional
         Captum-style alternative to ``batch_size``: ``batch_size = perturbations_per_eval * len(inputs)``.
     generator : torch.Generator, optional
-        Break ties between equal gradients (or equal exact scores) at random instead of by lowest feature id.
+        Break ties between equal gradients (or equal exact scores) at random instead of by lowest feature id:
+        one seed is drawn from it per call, and each example's features are ordered at random by that seed and
+        the example's values (the same whatever the batch size or the other examples).
 
     Returns
     -------

@@ -158,7 +158,9 @@ class BatchedGradientSIS(GradientAttribution):
         show_progress : bool, default False
             Show a progress bar over removed features.
         generator : torch.Generator, optional
-            Break ties at random instead of by lowest feature id.
+            Break ties at random instead of by lowest feature id: one seed is drawn from it per call, and each
+            example's features are ordered at random by that seed and the example's values (the same whatever
+            the batch size or the other examples).
 
         Returns
         -------

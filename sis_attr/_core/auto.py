@@ -20,6 +20,7 @@ from sis_attr._core.exact import exact_backselect
 from sis_attr._core.gradient import SelectionState, score_and_grad, screen, top_ranked
 from sis_attr._core.problem import SISProblem
 from sis_attr._core.schedule import AutoK, _log_odds
+from sis_attr._core.ties import tie_keys
 from sis_attr._progress import progress_bar
 
 
@@ -35,9 +36,9 @@ class AutoBackSelect:
         The SIS threshold in the comparison space, if known: screening then also starts near it.
     log_space : bool
         Whether scores are log-probabilities (the margin is then measured in log-odds).
-    generator : torch.Generator or None
-        Random tie-breaking among equal gradients and equal exact scores of the gradient phases (the exact
-        endgame keeps the lowest feature id).
+    tie_seed : int or None
+        Seeded random tie-breaking among equal gradients and equal exact scores, the endgame's included
+        (:mod:`~sis_attr._core.ties`); ties go to the lowest feature id without it.
     """
 
     def __init__(
@@ -45,12 +46,12 @@ class AutoBackSelect:
         options: AutoK,
         threshold_space: float | None,
         log_space: bool,
-        generator: torch.Generator | None = None,
+        tie_seed: int | None = None,
     ) -> None:
         self.options = options
         self.threshold_space = threshold_space
         self.log_space = log_space
-        self.generator = generator
+        self.tie_seed = tie_seed
 
     def __call__(
         self,
@@ -65,6 +66,7 @@ class AutoBackSelect:
         device = problem.device
         examples = examples.to(device)
         state = SelectionState.start(keep_start.to(device), problem.max_features)
+        keys = tie_keys(problem, examples, self.tie_seed)
         n = int(examples.shape[0])
         # per example: the last block removed and the score measured before it, and the largest block allowed
         # (halved each time a block overshoots the threshold)
@@ -77,11 +79,13 @@ class AutoBackSelect:
             active = torch.nonzero(state.remaining > end).flatten()
             while active.numel() > 0:
                 for i in range(0, int(active.shape[0]), bs):
-                    bar.update(max(0, self._step(problem, examples, active[i : i + bs], state)))
+                    chunk = active[i : i + bs]
+                    removed = self._step(problem, examples, chunk, state, None if keys is None else keys[chunk])
+                    bar.update(max(0, removed))
                 active = torch.nonzero(state.remaining > end).flatten()
             todo = state.active()
             if todo.numel() > 0:
-                orders, values = exact_backselect(problem, examples[todo], state.keep[todo])
+                orders, values = exact_backselect(problem, examples[todo], state.keep[todo], tie_seed=self.tie_seed)
                 for j, order, vals in zip(todo.tolist(), orders, values, strict=True):
                     s, r = int(state.step[j]), int(order.numel())
                     state.orders[j, s : s + r] = order.to(device)
@@ -103,9 +107,11 @@ class AutoBackSelect:
         v = value.double()
         return _log_odds(v)[0] - _log_odds(t)[0] if self.log_space else v - t
 
-    def _step(self, problem: SISProblem, examples: Tensor, chunk: Tensor, state: SelectionState) -> int:
-        """One gradient step for ``chunk`` (local ids, all with more than ``endgame`` features left); returns the
-        number of features removed (net of any block taken back)."""
+    def _step(
+        self, problem: SISProblem, examples: Tensor, chunk: Tensor, state: SelectionState, keys: Tensor | None
+    ) -> int:
+        """One gradient step for ``chunk`` (local ids, all with more than ``endgame`` features left; ``keys``:
+        their tie priorities); returns the number of features removed (net of any block taken back)."""
         a = self.options
         rows = examples[chunk]
         keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
@@ -129,6 +135,7 @@ class AutoBackSelect:
                     return -undone
                 keep_sel = ~overshot
                 rows, v, g, margin = rows[keep_sel], v[keep_sel], g[keep_sel], margin[keep_sel]
+                keys = None if keys is None else keys[keep_sel]
                 keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
         state.values[chunk, step_c] = v
         screening = rem_c <= a.screen_at
@@ -146,10 +153,11 @@ class AutoBackSelect:
         need = int(block.max())
         if bool(screening.any()):
             need = max(need, a.shortlist)
-        ranked = top_ranked(g, keep_c, min(need, int(g.shape[1])), self.generator)
+        ranked = top_ranked(g, keep_c, min(need, int(g.shape[1])), keys)
         s = torch.nonzero(screening).flatten()
         if s.numel() > 0:
-            best_first, exact = screen(problem, rows[s], keep_c[s], ranked[s], rem_c[s], a.shortlist, self.generator)
+            s_keys = None if keys is None else keys[s]
+            best_first, exact = screen(problem, rows[s], keep_c[s], ranked[s], rem_c[s], a.shortlist, s_keys)
             m = int(best_first.shape[1])
             ranked[s, :m] = best_first
             state.values[chunk[s], step_c[s] + 1] = exact[:, 0]

@@ -1,13 +1,14 @@
 """Exact BackSelect, batched across candidates *and* examples (the engine of SufficientInputSubsets).
 
 At each step of each example every remaining feature is removed in turn and the model is evaluated; the
-removal that leaves the highest score is kept (ties: the lowest feature id). Candidates of all examples are
+removal that leaves the highest score is kept (ties: the lowest feature id, or with a tie seed the first in a
+seeded random order of the example's features, :mod:`~sis_attr._core.ties`). Candidates of all examples are
 packed into forward passes of exactly ``batch_size`` rows: when one example has few candidates left in its
 current step, other examples' candidates fill the batch, so the model runs at its efficient batch size
 until the last few steps. The examples with the most steps left are packed first, which keeps all examples
 in step (otherwise the last examples finish alone, in small batches). The result does not depend on
-``batch_size`` or on the packing (candidate lists are scanned in ascending feature order and a tie never
-replaces an earlier best).
+``batch_size`` or on the packing (candidate lists are scanned in tie-breaking order, ascending feature ids by
+default, and a tie never replaces an earlier best).
 
 The bookkeeping (candidate lists, running maxima, orders and scores) lives on the host in numpy; per batch
 the device receives one index tensor and returns one score vector, so the scheduler adds little beyond the
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from sis_attr._core.problem import SISProblem
+from sis_attr._core.ties import tie_keys
 from sis_attr._progress import progress_bar
 
 _BIG = np.iinfo(np.int64).max
@@ -60,10 +62,11 @@ def _pack(
 
 
 def segment_best(vals: np.ndarray, feats: np.ndarray, seg_len: list[int]) -> list[tuple[float, int]]:
-    """Per segment of consecutive rows: the largest score and, among ties, the lowest feature id.
+    """Per segment of consecutive rows: the largest score and, among ties, the first row's feature.
 
-    Candidates are in ascending feature order within a segment, so the first maximum is the lowest id. Few
-    segments are scanned one by one; many (small steps of many examples) with one vectorised reduction.
+    Candidates are in tie-breaking order within a segment (ascending feature ids by default), so the first
+    maximum wins a tie. Few segments are scanned one by one; many (small steps of many examples) with one
+    vectorised reduction.
     """
     if len(seg_len) <= 8:
         out: list[tuple[float, int]] = []
@@ -77,8 +80,8 @@ def segment_best(vals: np.ndarray, feats: np.ndarray, seg_len: list[int]) -> lis
     np.cumsum(seg_len[:-1], out=starts[1:])
     seg_max = np.maximum.reduceat(vals, starts)
     at_max = vals == np.repeat(seg_max, seg_len)
-    seg_feat = np.minimum.reduceat(np.where(at_max, feats, _BIG), starts)
-    return list(zip(seg_max.tolist(), seg_feat.tolist(), strict=True))
+    first = np.minimum.reduceat(np.where(at_max, np.arange(vals.size, dtype=np.int64), _BIG), starts)
+    return list(zip(seg_max.tolist(), feats[first].tolist(), strict=True))
 
 
 def exact_backselect(
@@ -88,8 +91,11 @@ def exact_backselect(
     *,
     show_progress: bool = False,
     desc: str = "BackSelect",
+    tie_seed: int | None = None,
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """Run exact BackSelect for ``examples`` starting from ``keep_start`` (``(n, D)`` bool).
+    """Run exact BackSelect for ``examples`` starting from ``keep_start`` (``(n, D)`` bool); ties go to the lowest
+    feature id, or with ``tie_seed`` to the first in each example's seeded random order
+    (:func:`~sis_attr._core.ties.tie_keys`).
 
     Returns per example the removal order (``(r,)`` int64, CPU) and the scores after ``0..r`` removals
     (``(r + 1,)`` float64, CPU, comparison space).
@@ -135,7 +141,12 @@ def exact_backselect(
             target.view(-1).index_copy_(0, flat_idx, flat_base.take(base_idx))
 
     keep_np = keep.cpu().numpy()
+    # each example's candidates in tie-breaking order: ascending ids, or ascending random tie priorities
     cand: list[np.ndarray] = [np.flatnonzero(keep_np[i]).astype(np.int64) for i in range(n_ex)]
+    keys = tie_keys(problem, examples, tie_seed)
+    if keys is not None:
+        keys_np = keys.cpu().numpy()
+        cand = [c[np.argsort(keys_np[i, c], kind="stable")] for i, c in enumerate(cand)]
     remaining = [int(c.size) for c in cand]
     pos = [0] * n_ex
     step = [0] * n_ex
@@ -205,7 +216,7 @@ def exact_backselect(
                     orders[i, step[i]] = f
                     values[i, step[i] + 1] = best_val[i]
                     c = cand[i]
-                    k = int(np.searchsorted(c, f))
+                    k = int(np.searchsorted(c, f)) if keys is None else int(np.flatnonzero(c == f)[0])
                     cand[i] = np.concatenate((c[:k], c[k + 1 :]))
                     remaining[i] -= 1
                     step[i] += 1

@@ -29,6 +29,7 @@ from torch import Tensor
 from sis_attr._core.batching import is_out_of_memory, release_cached_memory, split_rows
 from sis_attr._core.problem import SISProblem
 from sis_attr._core.schedule import Schedule
+from sis_attr._core.ties import tie_keys
 from sis_attr._progress import progress_bar
 from sis_attr.exceptions import SISValueError
 
@@ -80,18 +81,18 @@ def _score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Te
     return scores.detach(), grad.detach()
 
 
-def rank_order(values: Tensor, valid: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Column indices of each row sorted by ``values`` descending; ties by lowest column (or at random)."""
+def rank_order(values: Tensor, valid: Tensor, keys: Tensor | None = None) -> Tensor:
+    """Column indices of each row sorted by ``values`` descending; ties by the lowest column, or by the lowest
+    ``keys`` entry (same shape as ``values``: the random tie priorities of :mod:`~sis_attr._core.ties`)."""
     masked = values.masked_fill(~valid, float("-inf"))
-    if generator is None:
+    if keys is None:
         return torch.sort(masked, dim=1, descending=True, stable=True).indices
-    noise = torch.rand(masked.shape, generator=generator, device=generator.device).to(masked.device)
-    perm = torch.argsort(noise, dim=1)
+    perm = torch.argsort(keys, dim=1, stable=True)
     idx = torch.sort(masked.gather(1, perm), dim=1, descending=True, stable=True).indices
     return perm.gather(1, idx)
 
 
-def top_ranked(values: Tensor, valid: Tensor, need: int, generator: torch.Generator | None) -> Tensor:
+def top_ranked(values: Tensor, valid: Tensor, need: int, keys: Tensor | None = None) -> Tensor:
     """The first ``need`` columns of :func:`rank_order` (same result), without a full sort when ``need`` is small.
 
     ``topk`` finds each row's ``need``-th largest value; every valid entry at or above it (ties included) is then
@@ -101,7 +102,7 @@ def top_ranked(values: Tensor, valid: Tensor, need: int, generator: torch.Genera
     n, d = values.shape
     need = max(1, min(need, d))
     if need * 8 >= d:
-        return rank_order(values, valid, generator)[:, :need]
+        return rank_order(values, valid, keys)[:, :need]
     masked = values.masked_fill(~valid, float("-inf"))
     kth = torch.topk(masked, need, dim=1).values[:, -1:]
     cand = (masked >= kth) & valid
@@ -114,7 +115,11 @@ def top_ranked(values: Tensor, valid: Tensor, need: int, generator: torch.Genera
     idx[r, slot] = c
     vals[r, slot] = masked[r, c]
     slot_valid = torch.arange(width, device=values.device).unsqueeze(0) < counts.unsqueeze(1)
-    return idx.gather(1, rank_order(vals, slot_valid, generator))[:, :need]
+    slot_keys = None
+    if keys is not None:
+        slot_keys = torch.full((n, width), _BIG, dtype=torch.long, device=values.device)
+        slot_keys[r, slot] = keys[r, c]
+    return idx.gather(1, rank_order(vals, slot_valid, slot_keys))[:, :need]
 
 
 @dataclass
@@ -193,16 +198,14 @@ class GradientBackSelect:
         Block sizes (:mod:`~sis_attr._core.schedule`).
     shortlist : int or None
         ``M`` for gradient-screened exact selection; None for the pure gradient method of the paper.
-    generator : torch.Generator or None
-        Random tie-breaking (deterministic lowest-id tie-breaking without it).
+    tie_seed : int or None
+        Seeded random tie-breaking (:mod:`~sis_attr._core.ties`); ties go to the lowest feature id without it.
     """
 
-    def __init__(
-        self, schedule: Schedule, shortlist: int | None = None, generator: torch.Generator | None = None
-    ) -> None:
+    def __init__(self, schedule: Schedule, shortlist: int | None = None, tie_seed: int | None = None) -> None:
         self.schedule = schedule
         self.shortlist = shortlist
-        self.generator = generator
+        self.tie_seed = tie_seed
 
     def __call__(
         self,
@@ -216,12 +219,14 @@ class GradientBackSelect:
         """Select until no feature is left; returns per example the order and the measured scores (CPU)."""
         examples = examples.to(problem.device)
         state = SelectionState.start(keep_start.to(problem.device), problem.max_features)
+        keys = tie_keys(problem, examples, self.tie_seed)
         bs = problem.batch_size
         with progress_bar(int(state.remaining.sum()), desc, show_progress, unit="feature") as bar:
             active = state.active()
             while active.numel() > 0:
                 for i in range(0, int(active.shape[0]), bs):
-                    bar.update(self._step(problem, examples, active[i : i + bs], state))
+                    chunk = active[i : i + bs]
+                    bar.update(self._step(problem, examples, chunk, state, None if keys is None else keys[chunk]))
                 active = state.active()
         # the fully removed input (or the start, for examples without features)
         state.measure(problem, examples, torch.arange(int(examples.shape[0]), device=problem.device))
@@ -234,19 +239,22 @@ class GradientBackSelect:
             need = max(need, self.shortlist)
         return max(1, min(need, max_remaining, d))
 
-    def _step(self, problem: SISProblem, examples: Tensor, chunk: Tensor, state: SelectionState) -> int:
-        """One gradient step for the examples ``chunk`` (local ids); returns the number of features removed."""
+    def _step(
+        self, problem: SISProblem, examples: Tensor, chunk: Tensor, state: SelectionState, keys: Tensor | None
+    ) -> int:
+        """One gradient step for the examples ``chunk`` (local ids; ``keys``: their tie priorities); returns the
+        number of features removed."""
         rows = examples[chunk]
         keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
         v, g = score_and_grad(problem, rows, keep_c)
         state.values[chunk, step_c] = v
-        ranked = top_ranked(g, keep_c, self._need(int(rem_c.max()), int(g.shape[1])), self.generator)
+        ranked = top_ranked(g, keep_c, self._need(int(rem_c.max()), int(g.shape[1])), keys)
         past_end = torch.arange(ranked.shape[1], device=ranked.device).unsqueeze(0) >= rem_c.unsqueeze(1)
         sorted_grad = g.gather(1, ranked).masked_fill(past_end, float("-inf"))
         block = self.schedule.block_sizes(rem_c, v, sorted_grad, problem.scorer.log_space)
         block = torch.minimum(torch.clamp(block, min=1), rem_c)
         if self.shortlist is not None:
-            ranked, exact = screen(problem, rows, keep_c, ranked, rem_c, self.shortlist, self.generator)
+            ranked, exact = screen(problem, rows, keep_c, ranked, rem_c, self.shortlist, keys)
             best = exact[:, 0]
             block = torch.minimum(block, torch.clamp(rem_c, max=self.shortlist))
             state.values[chunk, step_c + 1] = best
@@ -261,11 +269,11 @@ def screen(
     ranked: Tensor,
     rem_c: Tensor,
     shortlist: int,
-    generator: torch.Generator | None,
+    keys: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Evaluate the first ``shortlist`` single removals of ``ranked`` exactly; return them best first and their
-    exact scores in that order (ties: the lowest feature id, or at random with a ``generator``; entries past an
-    example's remaining features score ``-inf``)."""
+    exact scores in that order (ties: the lowest feature id, or the lowest tie priority in ``keys``, the rows'
+    ``(n, D)`` priorities; entries past an example's remaining features score ``-inf``)."""
     device = keep_c.device
     m = min(shortlist, int(ranked.shape[1]))
     cand = ranked[:, :m]
@@ -278,9 +286,7 @@ def screen(
         cand_keep = keep_c[e].clone()
         cand_keep[torch.arange(e.shape[0], device=device), cand[e, sl]] = False
         exact[e, sl] = problem.evaluate(rows[e], cand_keep)
-    if generator is None:
-        # ties: the lowest feature id, as exact BackSelect
-        by_id = torch.argsort(cand.masked_fill(~valid, _BIG), dim=1, stable=True)
-        cand, exact, valid = cand.gather(1, by_id), exact.gather(1, by_id), valid.gather(1, by_id)
-    idx = rank_order(exact, valid, generator)
+    # ties: the lowest feature id, as exact BackSelect, or the lowest tie priority
+    tie = cand if keys is None else keys.gather(1, cand)
+    idx = rank_order(exact, valid, tie.masked_fill(~valid, _BIG))
     return cand.gather(1, idx), exact.gather(1, idx)

@@ -13,8 +13,9 @@ on the full images.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -30,6 +31,7 @@ from sis_attr._core.results import BackSelectRecord, SISResult, cast_like, rank_
 from sis_attr._core.schedule import AdaptiveK, AdaptiveSchedule, AutoK, FixedK, FractionK, Schedule, format_k
 from sis_attr._core.scoring import ScoreFunc, threshold_to_space
 from sis_attr._core.sis import BackSelectFn, FindFn, compute_sis, find_from_records, make_records
+from sis_attr._core.ties import draw_tie_seed
 from sis_attr._core.validation import (
     format_flag,
     format_generator,
@@ -39,7 +41,7 @@ from sis_attr._core.validation import (
     param_error,
     resolve_batch_size,
 )
-from sis_attr.exceptions import SISValueError
+from sis_attr.exceptions import SISTypeError, SISValueError
 
 EXACT_BATCH_SIZE = 256
 """Masked inputs per forward pass of exact BackSelect where ``batch_size=None`` cannot measure a better one."""
@@ -138,6 +140,7 @@ class ExactMethod(_Method):
     """Exact BackSelect (``d (d + 1) / 2`` evaluations per example) with validated options."""
 
     batch_size: int | None = None
+    tie_seed: int | None = None
     description: str = field(default="SIS BackSelect", init=False)
     fallback_batch_size: int = field(default=EXACT_BATCH_SIZE, init=False)
 
@@ -145,7 +148,9 @@ class ExactMethod(_Method):
         return problem.batch * problem.max_features
 
     def engine(self, problem: SISProblem, threshold: float | None) -> BackSelectFn:
-        return exact_backselect
+        if self.tie_seed is None:
+            return exact_backselect
+        return functools.partial(exact_backselect, tie_seed=self.tie_seed)
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ class GradientMethod(_Method):
     k: FixedK | FractionK | AdaptiveK | AutoK = field(default_factory=AutoK)
     shortlist: int | None = None
     refine: bool = True
-    generator: torch.Generator | None = None
+    tie_seed: int | None = None
     batch_size: int | None = None
     fallback_batch_size: int = field(default=GRADIENT_BATCH_SIZE, init=False)
 
@@ -202,8 +207,8 @@ class GradientMethod(_Method):
             if threshold is None and log_space:
                 threshold = AUTO_STEERING_THRESHOLD
             t = None if threshold is None else threshold_to_space(threshold, log_space)
-            return AutoBackSelect(self.k, t, log_space, generator=self.generator)
-        return GradientBackSelect(self.schedule(problem, threshold), shortlist=self.shortlist, generator=self.generator)
+            return AutoBackSelect(self.k, t, log_space, tie_seed=self.tie_seed)
+        return GradientBackSelect(self.schedule(problem, threshold), shortlist=self.shortlist, tie_seed=self.tie_seed)
 
     def find_fn(self) -> FindFn:
         return GradientFindSIS(refine=self.refine)
@@ -235,24 +240,47 @@ def format_gradient(
         k=schedule,
         shortlist=m,
         refine=format_flag(refine, "refine", caller),
-        generator=format_generator(generator, caller),
+        tie_seed=draw_tie_seed(format_generator(generator, caller)),
         batch_size=resolve_batch_size(batch_size, perturbations_per_eval, inputs, caller),
     )
 
 
+def format_tie_seed(generator: object, caller: str) -> int | None:
+    """The tie seed of the analyses' ``generator`` parameter: None (ties to the lowest feature id), an integer
+    seed (used as it is, so a checkpoint's manifest records it) or a :class:`torch.Generator` (one draw)."""
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        if generator < 0:
+            raise param_error("generator", caller, "a non-negative integer seed", repr(generator))
+        return generator
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SISTypeError(
+            f"The `generator` parameter of {caller} must be None, a torch.Generator or an integer seed. "
+            f"Got {type(generator).__name__} instead."
+        )
+    return draw_tie_seed(generator)
+
+
 def format_method(
-    method: object, *, k: object = DEFAULT_K, shortlist: object = None, batch_size: object, caller: str
+    method: object,
+    *,
+    k: object = DEFAULT_K,
+    shortlist: object = None,
+    batch_size: object,
+    caller: str,
+    generator: object = None,
 ) -> Method:
-    """``"exact"`` or ``"gradient"`` with its options, validated with ``caller``'s name (for the analyses)."""
+    """``"exact"`` or ``"gradient"`` with its options, validated with ``caller``'s name (for the analyses);
+    ``generator``: see :func:`format_tie_seed`."""
+    tie_seed = format_tie_seed(generator, caller)
     if method == "exact":
         if isinstance(k, bool) or k != DEFAULT_K or shortlist is not None:
             raise SISValueError(
                 f'The `k` and `shortlist` parameters of {caller} apply to method="gradient" only. Got k={k!r}, '
                 f'shortlist={shortlist!r} with method="exact"; drop them or use method="gradient".'
             )
-        return format_exact(batch_size, None, None, caller)
+        return replace(format_exact(batch_size, None, None, caller), tie_seed=tie_seed)
     if method == "gradient":
-        return format_gradient(k, shortlist, True, None, batch_size, None, None, caller)
+        return replace(format_gradient(k, shortlist, True, None, batch_size, None, None, caller), tie_seed=tie_seed)
     raise param_error("method", caller, 'one of "exact" or "gradient"', repr(method))
 
 

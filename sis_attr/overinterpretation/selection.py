@@ -628,6 +628,8 @@ class _Run:
         params: dict[str, Any] = {"feature_mask_sha256": tensor_sha256(self.task.feature_mask)}
         if isinstance(impl, GradientMethod):
             params.update(k=repr(impl.k), shortlist=impl.shortlist, refine=impl.refine, threshold=self.task.threshold)
+        if impl.tie_seed is not None:  # recorded only when set: lowest-id checkpoints stay readable
+            params["tie_seed"] = impl.tie_seed
         if isinstance(self.baselines, float):
             params["baselines"] = self.baselines
         else:
@@ -876,6 +878,7 @@ def backward_selection(
     k: int | float | str | AdaptiveK | AutoK = DEFAULT_K,
     shortlist: int | None = None,
     threshold: float | None = None,
+    generator: int | torch.Generator | None = None,
     batch_size: int | None = None,
     chunk_size: int = 64,
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -932,6 +935,14 @@ def backward_selection(
     threshold : float, optional
         The SIS threshold that an adaptive or automatic ``k`` steers by (``k="adaptive"`` needs it); ignored
         by the exact method.
+    generator : int or torch.Generator, optional
+        Tie-breaking. None (default): among equal scores (and equal gradients) the lowest feature id goes first,
+        the rule of the paper's exact BackSelect. On a model that ignores many pixels they all tie, so the pixels
+        kept to the end are the bottom-right ones, and the 5% subsets and their heatmaps show a border that the
+        model does not use. An integer seed (or a generator, which gives one seed) breaks ties in a random
+        order of each image's features, drawn from the seed and the image's values: independent of
+        ``batch_size``, ``chunk_size``, shards, backend and the image's position. :func:`audit` does this by
+        default.
     batch_size : int, optional
         Masked images per forward pass; None measures the fastest on the first chunk (cached per model, shape
         and device).
@@ -990,7 +1001,7 @@ def backward_selection(
     caller = "backward_selection"
     model = format_model(model, caller)
     source, tensor_images = _format_image_source(images, caller, "images", labels=False)
-    impl = format_method(method, k=k, shortlist=shortlist, batch_size=batch_size, caller=caller)
+    impl = format_method(method, k=k, shortlist=shortlist, batch_size=batch_size, caller=caller, generator=generator)
     t = None if threshold is None else format_threshold(threshold, caller)
     chunk_size = format_positive_int(chunk_size, "chunk_size", caller)
     shard = format_optional_positive_int(shard_size, "shard_size", caller)
