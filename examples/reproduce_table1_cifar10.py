@@ -48,6 +48,13 @@ Options (``--help`` lists them all):
   chunks, and ``--only-finished`` evaluates the images of the finished chunks only (a partial run).
 * ``--depth`` (20), ``--fraction`` (0.05), ``--device`` (cpu), ``--batch-size`` (256), ``--out`` (a JSON file
   with the settings, the command, the image count, the hardware and the wall time).
+* ``--cifar10-1 DIR`` (the ``datasets/`` folder of github.com/modestyachts/CIFAR-10.1, holding
+  ``cifar10.1_v6_data.npy`` and ``cifar10.1_v6_labels.npy``; ``--cifar10-1-version``) and ``--cifar10-c DIR`` (the
+  ``CIFAR-10-C`` folder of zenodo.org/record/2535967, holding ``<corruption>.npy`` and ``labels.npy``;
+  ``--corruptions`` (all 15), ``--severity`` (1 2 3 4 5)): Table 1's out-of-distribution columns, the same
+  measurement on ``--n-ood`` (200; the paper: 2,000) images drawn uniformly at random (``--ood-seed``, 0) from
+  each set (for CIFAR-10-C, an equal share from each corruption, over its severities and images), written under
+  ``"out_of_distribution"`` in the JSON. Without these options nothing else changes.
 
 The scale of the paper (60,000 images, 5 seeds, 200 epochs) needs a GPU. Small training sets give models far
 below the paper's accuracy: compare the conditions with each other, not with the paper's numbers.
@@ -56,6 +63,7 @@ below the paper's accuracy: compare the conditions with each other, not with the
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -69,7 +77,16 @@ from typing import Any
 
 import torch
 
-from sis_attr.datasets import CIFAR10_MEAN_STD_AKAMASTER, load_cifar10_batches, normalize, shared_data_dir
+from sis_attr.datasets import (
+    CIFAR10_C_CORRUPTIONS,
+    CIFAR10_MEAN_STD_AKAMASTER,
+    load_cifar10_1,
+    load_cifar10_batches,
+    load_cifar10_c,
+    normalize,
+    shared_data_dir,
+)
+from sis_attr.exceptions import SISError
 from sis_attr.models import cifar_resnet, load_pretrained_cifar_resnet
 from sis_attr.overinterpretation import (
     SelectionResult,
@@ -85,6 +102,11 @@ from sis_attr.overinterpretation import (
 
 PAPER = {"full": 92.23, "backselect": 92.48, "random": 9.99, "confidence_drop": -0.035}
 PAPER_TRAIN_ON = {"backselect": (92.50, 0.02), "random": (50.05, 0.18)}
+# Table 1, ResNet20, "evaluate on" out of distribution (CIFAR-10.1 v6; a random sample of 2,000 CIFAR-10-C images)
+PAPER_OOD = {
+    "cifar10_1": {"full": 83.85, "backselect": 82.80, "random": 10.01},
+    "cifar10_c": {"full": 69.99, "backselect": 70.65, "random": 10.03},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,7 +136,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256, help="masked images per forward pass")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="write the results to this JSON file")
-    return parser.parse_args(argv)
+    ood = parser.add_argument_group("out of distribution (Table 1's CIFAR-10.1 and CIFAR-10-C columns)")
+    ood.add_argument("--cifar10-1", type=Path, default=None, help="folder with the official CIFAR-10.1 .npy pair")
+    ood.add_argument("--cifar10-1-version", default="v6", choices=["v6", "v4"], help="CIFAR-10.1 release")
+    ood.add_argument("--cifar10-c", type=Path, default=None, help="the official CIFAR-10-C folder")
+    ood.add_argument(
+        "--corruptions", nargs="+", default=list(CIFAR10_C_CORRUPTIONS), help="CIFAR-10-C corruption files"
+    )
+    ood.add_argument("--severity", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="CIFAR-10-C severities")
+    ood.add_argument("--n-ood", type=int, default=200, help="images drawn from each out-of-distribution set")
+    ood.add_argument("--ood-seed", type=int, default=0, help="seed of the random draw of those images")
+    args = parser.parse_args(argv)
+    if args.n_ood < 1:
+        parser.error(f"--n-ood must be at least 1, got {args.n_ood}")
+    return args
 
 
 def parse_k(text: str) -> int | float | str:
@@ -250,6 +285,105 @@ def sis_size_table(
     return table
 
 
+def load_out_of_distribution(args: argparse.Namespace) -> dict[str, tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+    """The out-of-distribution sets asked for: ``name -> (images in [0, 1], labels, description)``.
+
+    ``--n-ood`` images are drawn uniformly at random (seeded) from CIFAR-10.1, and in equal shares from each
+    CIFAR-10-C corruption (over the severities asked for and the test images). The loaders raise
+    :class:`~sis_attr.exceptions.DatasetNotFoundError` or :class:`~sis_attr.exceptions.SISValueError` naming the
+    expected files when a folder is missing or not in the official format.
+    """
+    sets: dict[str, tuple[torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
+    if args.cifar10_1 is not None:
+        try:
+            images, labels, _ = load_cifar10_1(args.cifar10_1, version=args.cifar10_1_version)
+        except SISError as err:
+            v = args.cifar10_1_version
+            raise type(err)(
+                f"--cifar10-1 must name the folder holding cifar10.1_{v}_data.npy and cifar10.1_{v}_labels.npy (the "
+                f"datasets/ folder of https://github.com/modestyachts/CIFAR-10.1). Got {str(args.cifar10_1)!r}: {err}"
+            ) from err
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.ood_seed))[: args.n_ood]
+        sets["cifar10_1"] = (
+            images[pick],
+            labels[pick],
+            {"set": f"CIFAR-10.1 {args.cifar10_1_version}", "of": len(images), "indices": pick.tolist()},
+        )
+    if args.cifar10_c is not None:
+        corruptions = list(dict.fromkeys(args.corruptions))
+        shares = [args.n_ood // len(corruptions) + (k < args.n_ood % len(corruptions)) for k in range(len(corruptions))]
+        parts, part_labels, drawn = [], [], {}
+        for k, (corruption, share) in enumerate(zip(corruptions, shares, strict=True)):
+            try:
+                raw, labels, _ = load_cifar10_c(args.cifar10_c, corruption, args.severity, dtype=torch.uint8)
+            except SISError as err:
+                raise type(err)(
+                    f"--cifar10-c must name the CIFAR-10-C folder holding labels.npy and <corruption>.npy for each of "
+                    f"--corruptions (https://zenodo.org/record/2535967, CIFAR-10-C.tar). Got "
+                    f"{str(args.cifar10_c)!r}, reading {corruption}.npy: {err}"
+                ) from err
+            if not share:
+                continue
+            pick = torch.randperm(len(raw), generator=torch.Generator().manual_seed(args.ood_seed + k))[:share]
+            parts.append(raw[pick].float() / 255)
+            part_labels.append(labels[pick])
+            per_severity = len(raw) // len(args.severity)
+            drawn[corruption] = [[args.severity[int(i) // per_severity], int(i) % per_severity] for i in pick]
+        sets["cifar10_c"] = (
+            torch.cat(parts),
+            torch.cat(part_labels),
+            {"set": "CIFAR-10-C", "severities": list(args.severity), "drawn": drawn},
+        )
+    return sets
+
+
+def evaluate_out_of_distribution(
+    net: torch.nn.Module,
+    name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    description: dict[str, Any],
+    options: dict[str, Any],
+    args: argparse.Namespace,
+) -> dict[str, Any] | None:
+    """Table 1's "evaluate on" measurement on one out-of-distribution set (None when no chunk is finished)."""
+    x = normalize(images, *CIFAR10_MEAN_STD_AKAMASTER)
+    checkpoint_dir = None
+    if args.checkpoint_dir is not None:  # one folder per drawn sample, so another draw never reuses its chunks
+        tag = hashlib.sha256(json.dumps([description, labels.tolist()]).encode()).hexdigest()[:10]
+        checkpoint_dir = args.checkpoint_dir / f"resnet{args.depth}_{name}_{tag}"
+    timings: list[float] = []
+    print(f"Backward selection on {len(x)} {description['set']} images...")
+    selection = chunked_selection(
+        net,
+        x,
+        options,
+        checkpoint_dir=checkpoint_dir,
+        chunk=args.chunk,
+        only_finished=args.only_finished,
+        timings=timings,
+    )
+    if selection is None:
+        return None
+    n = len(selection)
+    x, labels = x[:n], labels[:n]
+    bs = backselect_subsets(x, selection, fraction=args.fraction, labels=labels)
+    rnd = random_subsets(x, labels=labels, fraction=args.fraction, generator=1)
+    evaluate = subset_accuracy(net, x, labels, backselect=bs, random=rnd)
+    drop = confidence_drop(net, x, bs)
+    sampled = {k: v for k, v in description.items() if k not in ("indices", "drawn")}
+    if "drawn" in description:
+        sampled["per_corruption"] = {c: len(v) for c, v in description["drawn"].items()}
+    return {
+        **sampled,
+        "images": {"count": n, "requested": len(images), "partial": n < len(images), "seed": args.ood_seed},
+        "evaluate_on": evaluate.to_dict(),
+        "confidence_drop": {"mean": drop.mean, "std": drop.std},
+        "compute_seconds": round(sum(timings), 1),
+        "paper": PAPER_OOD[name],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -272,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     stats = CIFAR10_MEAN_STD_AKAMASTER
     x_test, y_test, _ = load_cifar10_batches(data_dir, "test", limit=args.n_test)
     x_test = normalize(x_test, *stats)
+    try:  # before any selection: a missing or malformed folder is reported at once
+        ood_sets = load_out_of_distribution(args)
+    except SISError as err:
+        print(f"{Path(__file__).name}: error: {err}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {"method": args.method, "batch_size": args.batch_size, "show_progress": False}
     if args.method == "gradient":
         options |= {"k": parse_k(args.k), "shortlist": args.shortlist or None, "threshold": args.threshold}
@@ -397,6 +536,16 @@ def main(argv: list[str] | None = None) -> int:
             (f"{args.fraction:.0%} random", f"{args.fraction:.0%} random", retrained.mean("random"), "50.05"),
         ]
 
+    ood_results = {}
+    for name, (images, labels, description) in ood_sets.items():
+        found = evaluate_out_of_distribution(net, name, images, labels, description, options, args)
+        if found is None:
+            print(f"{description['set']}: no finished chunk yet, left out.")
+            continue
+        ood_results[name] = found
+    if ood_results:
+        results["out_of_distribution"] = ood_results
+
     wall = time.perf_counter() - start
     results["wall_seconds"] = round(wall, 1)
     print(f"\nTable 1, ResNet{args.depth}, {n} CIFAR-10 test images ({wall:.0f} s)")
@@ -404,6 +553,14 @@ def main(argv: list[str] | None = None) -> int:
     for train_on, evaluate_on, accuracy, paper in table:
         print(f"{train_on:<26}{evaluate_on:<18}{100 * accuracy:>9.2f}%{paper:>8}%")
     print(f"Mean confidence drop, full image minus BS subset: {drop.mean:+.3f} (std {drop.std:.3f}); paper -0.035")
+    for name, found in ood_results.items():
+        ev = found["evaluate_on"]
+        print(
+            f"{found['set']}, {found['images']['count']} images: full {100 * ev['full']:.2f}% "
+            f"(paper {PAPER_OOD[name]['full']}), {args.fraction:.0%} BS {100 * ev['backselect']:.2f}% "
+            f"(paper {PAPER_OOD[name]['backselect']}), random {100 * ev['random']:.2f}% "
+            f"(paper {PAPER_OOD[name]['random']}); confidence drop {found['confidence_drop']['mean']:+.3f}"
+        )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

@@ -91,6 +91,92 @@ def test_numbers_come_from_the_files_beside_the_papers(generator: ModuleType, tm
     assert "**Not run at this scale.**" in page
 
 
+def test_out_of_distribution_columns_only_when_the_file_has_them(generator: ModuleType, tmp_path: Path) -> None:
+    r20 = _table1(0.9, 0.9, 0.1, 3, 3)
+    (tmp_path / "table1_resnet20.json").write_text(json.dumps(r20))
+    page = generator.render(tmp_path)
+    assert "**CIFAR-10.1 and CIFAR-10-C columns**" in page and "not run" in page
+    assert "https://github.com/modestyachts/CIFAR-10.1" in page and "https://zenodo.org/record/2535967" in page
+    ood = {
+        "set": "CIFAR-10.1 v6",
+        "of": 2000,
+        "images": {"count": 200, "requested": 200, "partial": False, "seed": 0},
+        "evaluate_on": {"full": 0.8123, "backselect": 0.7456, "random": 0.1011},
+        "confidence_drop": {"mean": 0.0321, "std": 0.1},
+    }
+    corrupted = ood | {"set": "CIFAR-10-C", "severities": [1, 2, 3, 4, 5], "per_corruption": {"fog": 100, "snow": 100}}
+    corrupted.pop("of")
+    r20["out_of_distribution"] = {"cifar10_1": ood, "cifar10_c": corrupted}
+    (tmp_path / "table1_resnet20.json").write_text(json.dumps(r20))
+    page = generator.render(tmp_path)
+    assert "**CIFAR-10.1 and CIFAR-10-C columns**" not in page
+    assert "CIFAR-10.1 v6 (200 of 2000; random draw, seed 0)" in page
+    assert (
+        "81.23 (paper 83.85 ± 0.75)" in page and "74.56 (paper 82.80)" in page and "10.11 (paper 10.01 ± 0.02)" in page
+    )
+    assert "CIFAR-10-C (200, 2 corruptions, severities [1, 2, 3, 4, 5]; random draw, seed 0)" in page
+    assert "81.23 (paper 69.99 ± 0.67)" in page and "+0.032 (std 0.100)" in page
+
+
+def _figures1_2() -> dict[str, object]:
+    ring = {"kept_share": 0.3172, "area_share": 0.1211, "ratio": 2.62, "border_ratio": 3.37}
+    heat = {
+        "n_images": 3,
+        "counts": [[0] * 32 for _ in range(32)],
+        "peak": [31, 31],
+        "rings": {"1": ring, "2": ring, "4": ring},
+        "sides": {"top": 0.05, "bottom": 0.09, "left": 0.097, "right": 0.098},
+    }
+    example = {"index": 7, "label_name": "cat", "sis_size": 14, "sis_fraction": 0.0137}
+    return {
+        "command": "python examples/reproduce_figure1_2_sis_examples.py --n-images 3",
+        "model": "ResNet20 (akamaster pretrained)",
+        "images": {"count": 3, "requested": 3, "partial": False, "source": "lossless"},
+        "selection": {
+            "method": "gradient",
+            "k": "auto",
+            "threshold": 0.99,
+            "features": "pixel",
+            "baseline": "0",
+            "compute_seconds": 7.2,
+        },
+        "hardware": "test CPU",
+        "wall_seconds": 4.0,
+        "figure1": {
+            "threshold": 0.99,
+            "per_class": 1,
+            "seed": 0,
+            "eligible": 2,
+            "sis_at_threshold": 3,
+            "mean_sis_size": 20.5,
+            "examples": [example | {"confidence": 0.99991, "sis_confidence": 0.99123}],
+        },
+        "figure2": {
+            "fraction": 0.05,
+            "subset_size": 52,
+            "mean_subset_confidence": 0.9,
+            "mean_full_confidence": 0.95,
+            "subsets": heat,
+            "sis": heat,
+            "per_class": {"cat": heat, "dog": heat | {"rings": {"1": ring | {"kept_share": 0.25}}}},
+        },
+    }
+
+
+def test_figures_1_2_section_reads_the_file(generator: ModuleType, tmp_path: Path) -> None:
+    assert "Not run yet: no ``examples/results/figure1_2_resnet20.json``" in generator.render(tmp_path)
+    (tmp_path / "figure1_2_resnet20.json").write_text(json.dumps(_figures1_2()))
+    page = generator.render(tmp_path)
+    section = page.split("Figures 1 and 2:")[1]
+    assert "python examples/reproduce_figure1_2_sis_examples.py --n-images 3" in section
+    assert "   * - cat\n     - 7\n     - 14 (1.4%)\n     - 0.9999\n     - 0.9912" in section
+    assert "31.7% (2.62x its area share, 12.1%)" in section and "(31, 31)" in section
+    assert "mean SIS holds 20.5 pixels (2.00% of the 1,024)" in section
+    # left and right used about equally: the border is not a tie-breaking artifact; per-class range
+    assert "left and right are used about equally" in section
+    assert "from 25.0% (dog) to 31.7% (cat)" in section
+
+
 def test_without_results_the_page_says_so(generator: ModuleType, tmp_path: Path) -> None:
     page = generator.render(tmp_path)
     assert "Not run yet: no ``examples/results/table1_resnet*.json``." in page

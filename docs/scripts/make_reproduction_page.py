@@ -39,6 +39,15 @@ DEPTHS = (20, 32, 44, 56)
 PAPER_TABLE1_RESNET20 = {"full": "92.23 ± 0.35", "backselect": "92.48", "random": "9.99 ± 0.07"}
 PAPER_TRAIN_ON_RESNET20 = {"backselect": "92.50 ± 0.02", "random": "50.05 ± 0.18"}
 PAPER_DROP_RESNET20 = "−0.035 (std 0.107)"
+PAPER_OOD_RESNET20 = {
+    "cifar10_1": {"full": "83.85 ± 0.75", "backselect": "82.80", "random": "10.01 ± 0.02"},
+    "cifar10_c": {"full": "69.99 ± 0.67", "backselect": "70.65", "random": "10.03 ± 0.03"},
+}
+OOD_SETS = {"cifar10_1": "CIFAR-10.1", "cifar10_c": "CIFAR-10-C"}
+OOD_SOURCES = {  # where the official files are (the docstrings of sis_attr.datasets.load_cifar10_1 / _c)
+    "cifar10_1": "the ``datasets/`` folder of https://github.com/modestyachts/CIFAR-10.1",
+    "cifar10_c": "https://zenodo.org/record/2535967, ``CIFAR-10-C.tar``",
+}
 PAPER_TRANSFER = (
     "ResNet18 subsets (94.8% by their own model) are classified at 27.6% by a ResNet18 replicate, "
     "29.2% by ResNet20 and 27.5% by VGG16"
@@ -198,6 +207,51 @@ def _reading_table1(r: dict[str, Any] | None) -> list[str]:
     return [text, ""]
 
 
+def _out_of_distribution(results: dict[int, dict[str, Any]]) -> list[str]:
+    """Table 1's CIFAR-10.1 and CIFAR-10-C columns when a result file has them, else how to get them."""
+    paper = ", ".join(
+        f"{name}: {PAPER_OOD_RESNET20[key]['full']} / {PAPER_OOD_RESNET20[key]['backselect']} / "
+        f"{PAPER_OOD_RESNET20[key]['random']}"
+        for key, name in OOD_SETS.items()
+    )
+    rows = []
+    for depth, r in sorted(results.items()):
+        for key in OOD_SETS:
+            o = r.get("out_of_distribution", {}).get(key)
+            if o is None:
+                continue
+            ev, drop, p = o["evaluate_on"], o["confidence_drop"], PAPER_OOD_RESNET20[key]
+            images = o["images"]
+            count = f"{images['count']} of {o['of']}" if "of" in o else str(images["count"])
+            if "severities" in o:
+                count += f", {len(o.get('per_corruption', {}))} corruptions, severities {o['severities']}"
+            rows.append(
+                [
+                    f"ResNet{depth}",
+                    f"{o['set']} ({count}; random draw, seed {images['seed']})",
+                    _pct(ev["full"]) + (f" (paper {p['full']})" if depth == 20 else ""),
+                    _pct(ev["backselect"]) + (f" (paper {p['backselect']})" if depth == 20 else ""),
+                    _pct(ev["random"]) + (f" (paper {p['random']})" if depth == 20 else ""),
+                    f"{drop['mean']:+.3f} (std {drop['std']:.3f})",
+                ]
+            )
+    if not rows:
+        return [
+            "**CIFAR-10.1 and CIFAR-10-C columns** (paper, ResNet20, full / 5% BS / 5% random: "
+            f"{paper}): not run, as neither image set is in ``../shared``; with the CIFAR-10.1 v6 ``.npy`` pair "
+            f"({OOD_SOURCES['cifar10_1']}) and the CIFAR-10-C folder ({OOD_SOURCES['cifar10_c']}), add "
+            "``--cifar10-1 DIR --cifar10-c DIR --n-ood 2000`` to the Table 1 command below.",
+            "",
+        ]
+    lines = [
+        "Out of distribution (Table 1's CIFAR-10.1 and CIFAR-10-C columns): the same measurement on images drawn "
+        "at random from each set (the paper: all 2,000 CIFAR-10.1 v6 images and a random sample of 2,000 "
+        "CIFAR-10-C images, corruptions and severities mixed).",
+        "",
+    ]
+    return lines + _table(["model", "images", "full images", "5% BS subsets", "5% random", "confidence drop"], rows)
+
+
 def _section_table1(results: dict[int, dict[str, Any]]) -> list[str]:
     lines = _heading('Table 1, "evaluate on": the original model on 5% subsets', "-")
     if not results:
@@ -229,6 +283,7 @@ def _section_table1(results: dict[int, dict[str, Any]]) -> list[str]:
         "10 16 18 18 18 20",
     )
     lines += _reading_table1(results.get(20))
+    lines += _out_of_distribution(results)
     lines += ["Run details (hardware, selection time, command):", ""]
     for depth, r in sorted(results.items()):
         sel = r["selection"]
