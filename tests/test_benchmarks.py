@@ -38,3 +38,15 @@ def test_gradient_benchmark_floor_case_smoke(tmp_path: Path, shared_data: Path) 
     assert row["iterations"] == 4  # ceil(1024 / 256) gradient steps per image
     assert row["interleaved_backselect_ratios"] and all(r > 0 for r in row["interleaved_backselect_ratios"])
     assert row["ratio_sis_to_floor_plus_refinement"] > 0 and row["refinement_rows"] > 0
+
+
+def test_batch_size_benchmark_smoke(tmp_path: Path) -> None:
+    bench = _load("bench_batch_size")
+    out = tmp_path / "batch_size.json"
+    assert bench.main(["--smoke", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert [c["pass"].split(",")[0] for c in saved["cases"]] == ["forward", "forward + backward (gradient steps)"]
+    for case in saved["cases"]:
+        (probed,) = case["probed_sizes"]
+        assert str(probed) in case["rows_per_second_median"]  # the probed size was swept too
+        assert 0 < case["worst_probed_over_best"] <= 1

@@ -150,6 +150,21 @@ class SISProblem:
     def probe_batch_size(self, *, gradient: bool, max_rows: int, fallback: int) -> int:
         """Measure the rows per pass with the highest throughput on this problem's inputs (cached per model,
         row shape, dtype, device and pass kind) and use it."""
+        key = (tuple(self.shapes), str(self.flat_x.dtype), str(self.device), gradient)
+        size = probe_batch_size(
+            self.forward_func,
+            key,
+            self.timed_pass(gradient),
+            max_rows=max(1, max_rows),
+            device=self.device,
+            fallback=fallback,
+        )
+        self.batch_size = size
+        return size
+
+    def timed_pass(self, gradient: bool) -> Callable[[int], None]:
+        """``run(n)``: one pass of ``n`` rows of the first input, as the probe times it (no-grad forward passes
+        for exact evaluations, forward + backward with respect to the feature mask for gradient steps)."""
         keep = self.layout.initial_keep()[:1]
         dtype = self.flat_x.dtype
 
@@ -164,12 +179,7 @@ class SISProblem:
                 out = self.forward_func(*self.layout.compose_soft(rows, m), *self._args_for(rows))
                 torch.autograd.grad(self.scorer(out, self.target[rows]).sum(), m, allow_unused=True)
 
-        key = (tuple(self.shapes), str(dtype), str(self.device), gradient)
-        size = probe_batch_size(
-            self.forward_func, key, run, max_rows=max(1, max_rows), device=self.device, fallback=fallback
-        )
-        self.batch_size = size
-        return size
+        return run
 
     @torch.no_grad()
     def evaluate(self, rows: Tensor, keep: Tensor) -> Tensor:
