@@ -40,6 +40,10 @@ a finished one rebuilds the report without recomputing (``--checkpoint`` refuses
 set, method or parameters). ``--backend ray`` runs the shards as Ray tasks (``pip install "sis-attr[ray]"``;
 ``--ray-address`` joins a running cluster).
 
+The report adds two controls beyond the paper, on the same subsets and SIS: mask-shape leakage (do the
+subsets' positions alone carry the class?) and smoothed SIS (does each SIS survive its one-pixel dilation?);
+``--no-controls`` leaves them out.
+
 Bad input (a model that does not import, weights or data that do not fit the model, an empty data set, labels
 outside the model's classes, an output directory that cannot be written...) ends with exit status 2 and a
 one-line message; the report directory is written through a staging directory, so nothing half-written looks
@@ -657,6 +661,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run the shards here or as Ray tasks (pip install 'sis-attr[ray]'; default: %(default)s)",
     )
     aud.add_argument("--ray-address", metavar="ADDR", help="with --backend ray: join this cluster (e.g. auto)")
+    aud.add_argument(
+        "--no-controls",
+        action="store_true",
+        help="leave out the mask-shape leakage and smoothed-SIS controls (7 more model runs per image)",
+    )
     aud.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     from sis_attr._cli_study import add_study_parser  # the human study (its own module: it imports this one)
@@ -795,6 +804,7 @@ def _run_audit(args: argparse.Namespace) -> int:
             scores_dtype=args.scores_dtype,
             backend=args.backend,
             show_progress=not args.no_progress,
+            controls=not args.no_controls,
             **options,
         )
     report = dataclasses.replace(

@@ -172,6 +172,19 @@ class MaskShapeLeakage:
             return math.nan
         return max(0.0, (max(self.swapped, self.shape_only) - self.chance) / gain)
 
+    def _leaky_versions(self) -> list[str] | None:
+        """The versions above chance (``"content-swapped"``, ``"constant-colour"``); None when the subsets are not.
+
+        The finding of :meth:`interpretation`: a non-empty list means the shape carries the class.
+        """
+        if self.p_value("subsets") >= SIGNIFICANCE:
+            return None
+        versions: tuple[tuple[str, Condition], ...] = (
+            ("content-swapped", "swapped"),
+            ("constant-colour", "shape_only"),
+        )
+        return [name for name, cond in versions if self.p_value(cond) < SIGNIFICANCE]
+
     def interpretation(self) -> str:
         """What a reader should conclude, in a few sentences computed from the numbers."""
         pct = _percent
@@ -182,17 +195,13 @@ class MaskShapeLeakage:
             f"{chance} chance, {pct(self.subsets)} on the true subsets and {pct(self.random)} on random subsets "
             f"of the same size."
         )
-        if self.p_value("subsets") >= SIGNIFICANCE:
+        leaky = self._leaky_versions()
+        if leaky is None:
             return (
                 f"The subsets themselves are not classified above chance ({pct(self.subsets)} against {chance}), so "
                 f"there is no subset accuracy for their shape to explain: this control is not informative here. "
                 + numbers
             )
-        versions: tuple[tuple[str, Condition], ...] = (
-            ("content-swapped", "swapped"),
-            ("constant-colour", "shape_only"),
-        )
-        leaky = [name for name, cond in versions if self.p_value(cond) < SIGNIFICANCE]
         if leaky:
             share = self.shape_share
             return (

@@ -134,6 +134,15 @@ class SmoothedSIS:
         lost, gained = int((base & ~other).sum()), int((~base & other).sum())
         return 1.0 if lost + gained == 0 else float(binomtest(lost, lost + gained, 0.5).pvalue)
 
+    def _breaks(self) -> bool | None:
+        """Whether the dilation significantly lowers the share of sufficient sets; None without any SIS.
+
+        The finding of :meth:`interpretation`.
+        """
+        if self.n_images == 0:
+            return None
+        return self.sufficient("dilated") < self.sufficient("sis") and self.mcnemar("dilated") < SIGNIFICANCE
+
     def interpretation(self) -> str:
         """What a reader should conclude, in a few sentences computed from the numbers."""
         if self.n_images == 0:
@@ -150,7 +159,7 @@ class SmoothedSIS:
             f"{pct(d)} stay at or above the threshold {self.threshold:g} when dilated by one pixel (mean size "
             f"{sizes} pixels, mean confidence {self.mean_confidence('dilated'):.3f})."
         )
-        if d < s and self.mcnemar("dilated") < SIGNIFICANCE:
+        if self._breaks():
             text = (
                 f"Adding the bordering pixels breaks the SIS. {numbers} The dilated sets contain the SIS, yet the "
                 f"model loses its confidence: these SIS behave like a fragile, adversarial-like pattern rather than "
@@ -225,6 +234,26 @@ def _percent(v: float) -> str:
 def _dilate(positions: Tensor) -> Tensor:
     """One-pixel dilation of ``(n, 1, H, W)`` bool location masks: the 3x3 neighbourhood, clipped at the border."""
     return F.max_pool2d(positions.float(), kernel_size=3, stride=1, padding=1) > 0
+
+
+def _smoothing_masks(sis_masks: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The dilated, random and SIS-plus-random ``(n, 1, H, W)`` location masks of ``(n, 1 or C, H, W)`` SIS masks.
+
+    The random draws come from ``generator`` in the order :func:`smoothed_sis` makes them (the audit draws the
+    same sets before reading the images block by block).
+    """
+    positions = sis_masks.any(dim=1, keepdim=True)
+    dilated = _dilate(positions)
+    n, shape = int(positions.shape[0]), tuple(positions.shape[1:])
+    sis_count, dilated_count = positions.flatten(1).sum(dim=1), dilated.flatten(1).sum(dim=1)
+    random_masks = _random_positions(dilated_count, shape, generator)
+    # SIS + random: rank the non-SIS locations at random (SIS locations last) and add as many as the dilation did
+    device_gen = generator.device if generator is not None else torch.device("cpu")
+    scores = torch.rand(n, math.prod(shape), generator=generator, device=device_gen).cpu()
+    scores[positions.flatten(1)] = 2.0
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    added = (ranks < (dilated_count - sis_count).reshape(n, 1)).reshape(n, *shape)
+    return dilated, random_masks, positions | added
 
 
 def _sis_masks_from(
@@ -363,18 +392,8 @@ def _smoothed_sis(
     base = baselines if isinstance(baselines, float) else baselines[idx.to(baselines.device)].to(device)
     tgt = targets[idx]
     sis_masks = masks[idx]
-    positions = sis_masks.any(dim=1, keepdim=True)
-    dilated = _dilate(positions)
-    n, shape = int(idx.numel()), tuple(positions.shape[1:])
-    sis_count, dilated_count = positions.flatten(1).sum(dim=1), dilated.flatten(1).sum(dim=1)
-    random_masks = _random_positions(dilated_count, shape, generator)
-    # SIS + random: rank the non-SIS locations at random (SIS locations last) and add as many as the dilation did
-    device_gen = generator.device if generator is not None else torch.device("cpu")
-    scores = torch.rand(n, math.prod(shape), generator=generator, device=device_gen).cpu()
-    scores[positions.flatten(1)] = 2.0
-    ranks = scores.argsort(dim=1).argsort(dim=1)
-    added = (ranks < (dilated_count - sis_count).reshape(n, 1)).reshape(n, *shape)
-    plus_random = positions | added
+    n = int(idx.numel())
+    dilated, random_masks, plus_random = _smoothing_masks(sis_masks, generator)
 
     def confidence(keep: Tensor) -> Tensor:
         if n == 0:

@@ -31,6 +31,12 @@ __all__: list[str] = []  # rendering internals: the public doors are SISExamples
 
 _EXAMPLE_ROWS = ("image", "SIS only", "SIS location")
 
+LEAKAGE_FIGURE = "mask_shape_leakage.png"
+"""File name of the mask-shape leakage figure (shown in its section of the report page)."""
+
+SMOOTHING_FIGURE = "smoothed_sis.png"
+"""File name of the smoothed-SIS figure (shown in its section of the report page)."""
+
 
 @dataclass(frozen=True)
 class FigureSpec:
@@ -356,6 +362,36 @@ def report_figures(report: AuditReport) -> list[FigureSpec]:
                 "ones, with 95% confidence interval (positive: misclassified images have smaller SIS). "
                 "Paper Figure 5.",
                 _single(figure5),
+            )
+        )
+    leak = report.mask_shape_leakage
+    if leak is not None:
+
+        def draw_leakage(ax: Axes) -> None:
+            leak.plot(ax)
+            ax.set_ylim(0, 117)  # room for the percentages above bars at 100%
+            ax.set_yticks(range(0, 101, 20))
+            legend = ax.get_legend()
+            if legend is not None:  # the caption says what the dotted line is; a legend would cover the bars
+                legend.remove()
+
+        specs.append(
+            FigureSpec(
+                LEAKAGE_FIGURE,
+                f"Accuracy on the full images, on the {pct} subsets, on the same positions holding another image's "
+                "pixels (content swapped) or one colour (shape only), and on random subsets of the same size; "
+                "dotted: chance.",
+                _single(draw_leakage, (5.0, 3.6)),
+            )
+        )
+    smooth = report.smoothed_sis
+    if smooth is not None:
+        specs.append(
+            FigureSpec(
+                SMOOTHING_FIGURE,
+                f"Confidence of the explained class on each SIS, on the SIS dilated by one pixel, on the SIS plus as "
+                f"many random pixels, and on a random set as large as the dilated SIS; dashed: the threshold {t:g}.",
+                _single(smooth.plot, (5.0, 3.6)),
             )
         )
     return specs

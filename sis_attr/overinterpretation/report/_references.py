@@ -59,3 +59,16 @@ GRADIENT_SIZE_RATIOS: dict[tuple[str, str], tuple[float, str]] = {
 str(shortlist))``, with where it was measured (``benchmarks/results/gradient_sis_exact_cpu_pixels2.json``;
 ``k="auto"``: ``benchmarks/results/sis_schedule_pixels_cpu.json``).
 Settings not listed here are reported as "ratio to exact SIS not measured"."""
+
+# The controls beyond the paper (not counted in the verdict's level).
+LEAKAGE_REFERENCE = (
+    "Rong et al. (ICML 2022), Balasubramanian & Feizi (ICCV 2023): the pattern of kept pixels can itself encode "
+    "the class"
+)
+"""Who asked for the mask-shape leakage control, and why."""
+
+SMOOTHING_REFERENCE = (
+    "Springer (2022): adding the pixels bordering each SIS can make the confidence collapse, as for an "
+    "adversarial pattern"
+)
+"""Who asked for the smoothed-SIS control, and why."""

@@ -22,10 +22,12 @@ from sis_attr.exceptions import SISTypeError
 from sis_attr.overinterpretation.accuracy import SubsetAccuracy
 from sis_attr.overinterpretation.confidence import ConfidenceDrop
 from sis_attr.overinterpretation.heatmap import LocationHeatmap
+from sis_attr.overinterpretation.leakage import MaskShapeLeakage
 from sis_attr.overinterpretation.report import _references as ref
 from sis_attr.overinterpretation.report._format import class_name, fmt_num, fmt_pct, fmt_signed, json_safe
 from sis_attr.overinterpretation.selection import SelectionResult
 from sis_attr.overinterpretation.sis_size import MeanSISSizeCurve, SISSizeStatistics
+from sis_attr.overinterpretation.smoothing import SmoothedSIS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -214,6 +216,14 @@ class AuditReport:
     sis_size_curve : MeanSISSizeCurve or None
         Mean SIS size against the threshold (Figure 6), computed by the audit; the report and comparison pages
         draw it when present and leave that figure out when None (rendering never computes it).
+    mask_shape_leakage : MaskShapeLeakage or None
+        The control beyond the paper for the subsets: accuracy when each subset's positions hold another
+        image's pixels or one colour (:func:`~sis_attr.overinterpretation.mask_shape_leakage`); None when the
+        audit ran without ``controls`` or could not measure it.
+    smoothed_sis : SmoothedSIS or None
+        The control beyond the paper for the SIS: confidence on each SIS dilated by one pixel and on same-size
+        random sets (:func:`~sis_attr.overinterpretation.smoothed_sis`); None when the audit ran without
+        ``controls``.
 
     Examples
     --------
@@ -253,6 +263,8 @@ class AuditReport:
     metrics: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     sis_size_curve: MeanSISSizeCurve | None = None
+    mask_shape_leakage: MaskShapeLeakage | None = None
+    smoothed_sis: SmoothedSIS | None = None
 
     def sis_masks(self, threshold: float | None = None) -> Tensor:
         """SIS keep-masks of every audited image at ``threshold`` (default: the audit's), from the stored records.
@@ -402,6 +414,12 @@ class AuditReport:
                 "subset_heatmap": self.subset_heatmap.to_dict(),
                 "examples": self.examples.to_dict(),
                 "sis_size_curve": None if self.sis_size_curve is None else self.sis_size_curve.to_dict(),
+                "controls": {
+                    "mask_shape_leakage": None
+                    if self.mask_shape_leakage is None
+                    else self.mask_shape_leakage.to_dict(),
+                    "smoothed_sis": None if self.smoothed_sis is None else self.smoothed_sis.to_dict(),
+                },
                 "verdict": self.verdict(),
             }
         )
@@ -533,8 +551,52 @@ def summary_table(report: AuditReport) -> list[tuple[str, str, str]]:
             "The same for the BS subsets.",
         )
     )
+    rows += control_rows(report)
     for key, value in report.metrics.items():
         rows.append((key, fmt_pct(value), "A measurement supplied with the report."))
+    return rows
+
+
+def leakage_cell(leak: MaskShapeLeakage) -> str:
+    """``"accuracy 10.0% content swapped, 100.0% shape only (subsets 100.0%, chance 10.0%)"``."""
+    return (
+        f"accuracy {fmt_pct(leak.swapped)} content swapped, {fmt_pct(leak.shape_only)} shape only (subsets "
+        f"{fmt_pct(leak.subsets)}, chance {fmt_pct(leak.chance)})"
+    )
+
+
+def smoothing_cell(smooth: SmoothedSIS) -> str:
+    """``"95.0% of 20 SIS stay sufficient when dilated (100.0% alone; random sets as large: 20.0%)"``."""
+    if smooth.n_images == 0:
+        return "no SIS to smooth"
+    return (
+        f"{fmt_pct(smooth.sufficient('dilated'))} of {smooth.n_images} SIS stay sufficient when dilated "
+        f"({fmt_pct(smooth.sufficient('sis'))} alone; random sets as large: {fmt_pct(smooth.sufficient('random'))})"
+    )
+
+
+def control_rows(report: AuditReport) -> list[tuple[str, str, str]]:
+    """Summary rows of the controls beyond the paper that the report holds."""
+    rows = []
+    if report.mask_shape_leakage is not None:
+        rows.append(
+            (
+                "mask-shape leakage",
+                leakage_cell(report.mask_shape_leakage),
+                f"The {report.fraction:.0%} subsets' positions filled with another image's pixels (content swapped) "
+                "or one colour (shape only): far above chance means the subsets' shape, not their pixels, carries "
+                "the class (Rong et al., 2022).",
+            )
+        )
+    if report.smoothed_sis is not None:
+        rows.append(
+            (
+                "smoothed SIS",
+                smoothing_cell(report.smoothed_sis),
+                "Each SIS with the pixels bordering it added (dilated by one pixel): a collapse below the threshold "
+                "means the SIS is a fragile, adversarial-like pattern (Springer, 2022).",
+            )
+        )
     return rows
 
 
@@ -609,6 +671,34 @@ def comparison_table(reports: Mapping[str, AuditReport]) -> list[tuple[str, list
             "The position in the most SIS, and the share of SIS that contain it.",
         ),
     ]
+    if any(r.mask_shape_leakage is not None for r in values):
+        rows.append(
+            (
+                "mask-shape leakage (swapped / shape)",
+                [
+                    "n/a"
+                    if (leak := r.mask_shape_leakage) is None
+                    else f"{fmt_pct(leak.swapped)} / {fmt_pct(leak.shape_only)} (chance {fmt_pct(leak.chance)})"
+                    for r in values
+                ],
+                "Accuracy with each subset's positions holding another image's pixels / one colour: far above "
+                "chance means the subsets' shape carries the class.",
+            )
+        )
+    if any(r.smoothed_sis is not None for r in values):
+        rows.append(
+            (
+                "smoothed SIS",
+                [
+                    "n/a"
+                    if (smooth := r.smoothed_sis) is None or smooth.n_images == 0
+                    else f"{fmt_pct(smooth.sufficient('dilated'))} of {smooth.n_images} sufficient dilated"
+                    for r in values
+                ],
+                "Share of the SIS still sufficient with their bordering pixels added: a collapse means fragile, "
+                "adversarial-like SIS.",
+            )
+        )
     keys: list[str] = []
     for r in values:
         keys += [k for k in r.metrics if k not in keys]

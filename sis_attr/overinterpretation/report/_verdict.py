@@ -1,9 +1,10 @@
 """What a report's numbers mean: the paper's three signs of overinterpretation, checked on the report's own numbers.
 
 :func:`verdict` reads an :class:`~sis_attr.overinterpretation.AuditReport` (it computes nothing new) and returns
-a :class:`Verdict`: a headline, each sign with what was observed and what the paper found, and the caveats that
-apply to this audit (method, baseline, features, threshold, sample size). The reference values live in
-:mod:`._references`.
+a :class:`Verdict`: a headline, each sign with what was observed and what the paper found, the caveats that
+apply to this audit (method, baseline, features, threshold, sample size), and the findings of the controls
+beyond the paper when the report holds them (mask-shape leakage, smoothed SIS: not counted in the level, but a
+finding that weakens a sign adds a caveat). The reference values live in :mod:`._references`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Verdict:
     headline: str
     signs: tuple[Sign, ...]
     caveats: tuple[str, ...]
+    controls: tuple[Sign, ...] = ()
 
     @property
     def n_present(self) -> int:
@@ -72,14 +74,18 @@ class Verdict:
             "headline": self.headline,
             "signs": [s.to_dict() for s in self.signs],
             "caveats": list(self.caveats),
+            "controls": [s.to_dict() for s in self.controls],
         }
 
     def lines(self) -> list[str]:
-        """Plain-text lines: the headline, one line per sign, then the caveats."""
+        """Plain-text lines: the headline, one line per sign, the caveats, then one line per control."""
         mark = {True: "yes", False: "no", None: "n/a"}
         out = [f"verdict: {self.headline}"]
         out += [f"  [{mark[s.present]:>3}] {s.title}: {s.observed} ({s.reference})" for s in self.signs]
         out += [f"  caveat: {c}" for c in self.caveats]
+        if self.controls:
+            out.append("controls beyond the paper (not counted in the verdict):")
+            out += [f"  [{mark[s.present]:>3}] {s.title}: {s.observed} ({s.reference})" for s in self.controls]
         return out
 
 
@@ -131,6 +137,63 @@ def _confidence_sign(report: AuditReport) -> Sign:
         f"(negative: more confident on the subset)"
     )
     return Sign("confidence_kept", title, drop.mean <= ref.CONFIDENCE_DROP_LIMIT, observed, reference)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a control's interpretation (its conclusion; numbers hold no ``". "``)."""
+    head, sep, _ = text.partition(". ")
+    return head + "." if sep else text
+
+
+def _leakage_control(report: AuditReport) -> Sign | None:
+    leak = report.mask_shape_leakage
+    if leak is None:
+        return None
+    leaky = leak._leaky_versions()
+    return Sign(
+        "mask_shape_leakage",
+        "the subsets' shape carries the class",
+        None if leaky is None else bool(leaky),
+        f"{first_sentence(leak.interpretation())} Accuracy {fmt_pct(leak.swapped)} with another image's pixels, "
+        f"{fmt_pct(leak.shape_only)} in one colour, against {fmt_pct(leak.chance)} chance and "
+        f"{fmt_pct(leak.subsets)} on the subsets",
+        ref.LEAKAGE_REFERENCE,
+    )
+
+
+def _smoothing_control(report: AuditReport) -> Sign | None:
+    smooth = report.smoothed_sis
+    if smooth is None:
+        return None
+    observed = first_sentence(smooth.interpretation())
+    if smooth.n_images:
+        observed += (
+            f" {fmt_pct(smooth.sufficient('dilated'))} of {smooth.n_images} SIS stay sufficient when dilated by one "
+            f"pixel, against {fmt_pct(smooth.sufficient('sis'))} alone"
+        )
+    return Sign("smoothed_sis", "the SIS break when smoothed", smooth._breaks(), observed, ref.SMOOTHING_REFERENCE)
+
+
+def _control_caveats(report: AuditReport, signs: tuple[Sign, ...]) -> list[str]:
+    """Caveats from the controls that weaken a sign shown present."""
+    present = {s.key for s in signs if s.present}
+    caveats = []
+    leak = report.mask_shape_leakage
+    if leak is not None and leak._leaky_versions() and "subsets_suffice" in present:
+        caveats.append(
+            f"Mask-shape leakage: about {fmt_pct(min(leak.shape_share, 1.0))} of the subsets' accuracy above chance "
+            f"survives without their content, so that much of the '{report.fraction:.0%} subsets suffice' sign comes "
+            "from the subsets' shape, not from their pixels."
+        )
+    smooth = report.smoothed_sis
+    if smooth is not None and smooth._breaks() and "sparse_sis" in present:
+        caveats.append(
+            f"Smoothed SIS: only {fmt_pct(smooth.sufficient('dilated'))} of the SIS stay sufficient with the pixels "
+            "bordering them added, so these tiny SIS behave like fragile, adversarial-like patterns: the 'tiny SIS' "
+            "sign may say more about what backward selection can find in a masked image than about the evidence "
+            "the model uses in whole images (Springer, 2022)."
+        )
+    return caveats
 
 
 def _method_caveat(report: AuditReport) -> str:
@@ -214,4 +277,6 @@ def verdict(report: AuditReport) -> Verdict:
             headline = f"{level.capitalize()} of overinterpretation: {what} ({named}){untold}."
         else:
             headline = f"No sign of overinterpretation in these numbers: 0 of the paper's {len(signs)} signs{untold}."
-    return Verdict(level=level, headline=headline, signs=signs, caveats=_caveats(report))
+    controls = tuple(c for c in (_leakage_control(report), _smoothing_control(report)) if c is not None)
+    caveats = (*_caveats(report), *_control_caveats(report, signs))
+    return Verdict(level=level, headline=headline, signs=signs, caveats=caveats, controls=controls)
