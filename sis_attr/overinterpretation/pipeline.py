@@ -491,7 +491,8 @@ def audit(
     -----
     SISWarning
         Once, if the model is in training mode (dropout or batch norm; it is never changed), or if its outputs
-        look like probabilities rather than logits (the softmax would be applied twice).
+        look like probabilities rather than logits (the softmax would be applied twice); with ``controls``, if
+        mask-shape leakage cannot be measured (a single image, or kept pixels whose mean colour is the baseline).
     UninformativeBaselineWarning
         If some SIS at ``threshold`` (or at the ``thresholds`` you pass) are empty. Warnings are also kept in
         ``report.notes``.

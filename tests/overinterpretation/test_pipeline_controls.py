@@ -159,6 +159,9 @@ def test_json_summary_and_page_carry_the_controls(marked: tuple, tmp_path: Path)
     assert payload["controls"]["smoothed_sis"]["sufficient"]["dilated"] == smooth.sufficient("dilated")
     assert payload["settings"]["controls"] == "mask-shape leakage, smoothed SIS"
     assert "controls" in payload["timings_seconds"]
+    head = rep.headline()  # comparison.json's numbers per model
+    assert (head["content_swapped_accuracy"], head["shape_only_accuracy"]) == (leak.swapped, leak.shape_only)
+    assert head["dilated_sis_sufficient"] == smooth.sufficient("dilated")
     # the verdict names each control's finding and adds a caveat to the sign the leakage weakens
     controls = {c["key"]: c for c in payload["verdict"]["controls"]}
     assert controls["mask_shape_leakage"]["present"] is True
@@ -190,6 +193,7 @@ def test_controls_false_leaves_them_out(marked: tuple, tmp_path: Path) -> None:
     assert payload["controls"] == {"mask_shape_leakage": None, "smoothed_sis": None}
     assert payload["verdict"]["controls"] == [] and payload["settings"]["controls"] == "off"
     assert "controls" not in payload["timings_seconds"]
+    assert rep.headline()["content_swapped_accuracy"] is None and rep.headline()["dilated_sis_sufficient"] is None
     assert "mask-shape leakage" not in rep.summary() and "controls beyond" not in rep.summary()
     page = rep.save(tmp_path / "r").read_text(encoding="utf-8")
     assert 'id="controls"' not in page and "Controls beyond the paper" not in page

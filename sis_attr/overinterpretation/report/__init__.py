@@ -14,8 +14,10 @@ place at the end, ``index.html`` last. Pages are rendered from jinja2 templates 
 string that comes from data, labels or models is HTML-escaped. Rendering computes nothing.
 
 Every report states a verdict computed from its own numbers (:meth:`AuditReport.verdict`): the paper's three
-signs of overinterpretation with the paper's reference values, and the caveats of the audit (method, baseline,
-features, threshold, sample size). Every row of a summary has a one-line explanation.
+signs of overinterpretation with the paper's reference values, the caveats of the audit (method, baseline,
+features, threshold, sample size) and, when the audit ran them, what the controls beyond the paper found
+(:attr:`AuditReport.mask_shape_leakage`, :attr:`AuditReport.smoothed_sis`: each also has its own section of the
+page). Every row of a summary has a one-line explanation.
 
 Private modules, each importing only those above it:
 

@@ -311,8 +311,10 @@ class AuditReport:
         return self.selection.subset_size(self.fraction)
 
     def headline(self) -> dict[str, Any]:
-        """The headline numbers as a dict (fractions in [0, 1], sizes in features; NaN where undefined)."""
+        """The headline numbers as a dict (fractions in [0, 1], sizes in features; NaN where undefined, None for a
+        control the audit did not run)."""
         peak = None if self.heatmap is None else list(self.heatmap.peak())
+        leak, smooth = self.mask_shape_leakage, self.smoothed_sis
         return {
             "name": self.name,
             "n_images": self.n_images,
@@ -327,6 +329,9 @@ class AuditReport:
             "random_subset_accuracy": self.subset_accuracy.random,
             "mean_confidence_drop": self.confidence.mean,
             "sis_location_peak": peak,
+            "content_swapped_accuracy": None if leak is None else leak.swapped,
+            "shape_only_accuracy": None if leak is None else leak.shape_only,
+            "dilated_sis_sufficient": None if smooth is None else smooth.sufficient("dilated"),
             "metrics": dict(self.metrics),
         }
 
