@@ -70,6 +70,11 @@ GPU_JPEG = (
     "python examples/reproduce_table1_cifar10.py --data-dir cifar10-jpeg --n-test 10000 --controls --device cuda "
     "--batch-size 4096 --checkpoint-dir ckpt-jpeg --out table1_resnet20_jpeg.json"
 )
+FIGURE_INPUT_DROPOUT = "mitigation_input_dropout.png"
+GPU_INPUT_DROPOUT = (
+    "python examples/reproduce_mitigation_input_dropout.py --n-train 4660 --epochs 200 --n-test 846 --device cuda "
+    "--batch-size 4096 --cache-dir ckpt --checkpoint-dir ckpt/sel --json mitigation_input_dropout.json"
+)
 TRAIN_ON_CPU = (
     "python examples/reproduce_table1_cifar10.py --n-test 846 --n-train 1000 --epochs 10 --seeds 0 1 2 "
     "--checkpoint-dir ckpt --threads 1 --out examples/results/table1_train_on_resnet20.json"
@@ -617,6 +622,202 @@ def _section_controls(r: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _reading_input_dropout(r: dict[str, Any]) -> str:
+    """Did input dropout make SIS larger, and at what cost in accuracy? Sentences from the result file."""
+    by_verdict: dict[str, list[str]] = {}
+    for t, d in r["paired_sis_difference"].items():
+        by_verdict.setdefault(d["verdict"], []).append(t)
+    ratios = [d["ratio_of_means"] for d in r["paired_sis_difference"].values() if d["verdict"] == "larger"]
+    tested = [t for v, ts in by_verdict.items() if v != "too few images" for t in ts]
+    if tested and len(by_verdict.get("larger", [])) == len(tested):
+        sis = (
+            f"SIS grew: at every threshold with enough images ({', '.join(tested)}) the input-dropout model's SIS "
+            f"are significantly larger on the same images ({min(ratios):.2f}x to {max(ratios):.2f}x the plain "
+            "model's mean), as the paper claims."
+        )
+    elif by_verdict.get("larger"):
+        others = [f"{t} ({v})" for v, ts in by_verdict.items() if v not in ("larger", "too few images") for t in ts]
+        sis = (
+            f"SIS grew at thresholds {', '.join(by_verdict['larger'])} ({min(ratios):.2f}x to {max(ratios):.2f}x the "
+            f"plain model's mean on the same images) but not at {', '.join(others)}: partial support for the "
+            "paper's claim at this scale."
+        )
+    elif by_verdict.get("smaller"):
+        sis = (
+            f"SIS did not grow: they are significantly smaller at {', '.join(by_verdict['smaller'])}, against the "
+            "paper's claim at this scale."
+        )
+    else:
+        sis = "No significant difference in SIS size at any threshold: no evidence for the paper's claim at this scale."
+    if by_verdict.get("too few images"):
+        sis += f" At {', '.join(by_verdict['too few images'])} too few images have an SIS under both models to compare."
+    cost = r["accuracy"]["difference_all_test_images"]
+    diff, half = 100 * cost["mean"], 100 * (cost["ci95"] or 0.0)
+    if diff + half < 0:
+        acc = f"Accuracy cost: input dropout lost {-diff:.2f} ± {half:.2f} points on the {cost['n']} test images."
+    elif diff - half > 0:
+        acc = f"No accuracy cost: input dropout gained {diff:.2f} ± {half:.2f} points on the {cost['n']} test images."
+    else:
+        acc = (
+            f"No significant accuracy cost: the difference is {diff:+.2f} ± {half:.2f} points on the {cost['n']} "
+            "test images."
+        )
+    plain, drop = r["subset_accuracy"]["plain"], r["subset_accuracy"]["input dropout"]
+    subsets = (
+        f"On the 5% BS subsets the plain model scores {_pct(plain['backselect'], 1)}% and the input-dropout model "
+        f"{_pct(drop['backselect'], 1)}% (5% random: {_pct(plain['random'], 1)}% and {_pct(drop['random'], 1)}%)."
+    )
+    caveats = ""
+    conf = r["mean_confidence"]
+    if conf["input dropout"] < conf["plain"]:
+        caveats += (
+            f" The input-dropout model is also less confident (mean confidence {conf['input dropout']:.3f} against "
+            f"{conf['plain']:.3f} on the {r['images']['count']} images) and fewer of its images reach each threshold, "
+            "so part of the growth may come from a weaker model rather than from the dropout itself."
+        )
+    with_dropout, without = r["accuracy"]["dropout_at_test"], r["accuracy"]["all_test_images"]["input dropout"]
+    if with_dropout > without:
+        caveats += (
+            f" With its dropout on at test time, as in the authors' code, the input-dropout model scores "
+            f"{_pct(with_dropout)}% instead of {_pct(without)}%: it learnt on images with a share of their pixels at "
+            "zero, and full images are off that distribution, which accounts for part of its accuracy cost."
+        )
+    return (
+        f"**What to conclude.** {sis} {acc} {subsets}{caveats} One seed and {r['images']['count']} images: a "
+        "small-scale check."
+    )
+
+
+def _section_input_dropout(r: dict[str, Any] | None) -> list[str]:
+    lines = _heading("Mitigation: input dropout (Section 4.6)", "-")
+    if r is None:
+        return [
+            *lines,
+            "Not run yet: no ``examples/results/mitigation_input_dropout.json``. Command (GPU, full scale):",
+            "",
+            *_command(GPU_INPUT_DROPOUT),
+        ]
+    tr, sel, images = r["training"], r["selection"], r["images"]
+    train_seconds = sum(m["train_seconds"] for m in tr["per_model"].values())
+    lines += [
+        f"**Paper.** {r['paper']['claim']}. The other mitigation, the mean-logit ensemble, is in the Figure 6 "
+        "section above.",
+        "",
+        f"**Ours, at reduced scale.** Two ResNet20s trained here from scratch on the first {tr['images']:,} "
+        f"{tr['source']} training images (the paper: 50,000) for {tr['epochs']} epochs (the paper: 200), with the "
+        f"same seed ({tr['seed']}: same initial weights, batches and augmentation, "
+        f"{tr['augmentation'] or 'none'}): one plain, one with input dropout at rate {tr['input_dropout']:g} "
+        "(each pixel, all its channels, set to 0 in normalised space during training; the authors' code keeps a "
+        f"pixel with probability {r['paper']['keep_prob']:g}). Accuracy on the {images['accuracy_count']} "
+        f"{images['source']} test images; SIS and 5% subsets on the first {images['count']}. SIS come from "
+        f"backward selection (``method='{sel['method']}'``, ``k='{sel['k']}'`` steered at {sel['threshold']:g}) "
+        "with the dropout off at test time; the authors' code keeps it on (a random mask per forward pass, "
+        "which a deterministic backward selection cannot use): with it on, the input-dropout model's accuracy "
+        f"is {_pct(r['accuracy']['dropout_at_test'])}%. {r['hardware']}: training took {train_seconds:,.0f} s "
+        f"and backward selection {r['compute_seconds'] - train_seconds:,.0f} s (both models, as measured when "
+        f"computed); the final run of the command took {r['wall_seconds']:,.0f} s, reading the trained weights "
+        "and finished selections back from its cache directories. Command:",
+        "",
+        *_command(r["command"]),
+    ]
+    rows = []
+    for name in r["models"]:
+        s = r["subset_accuracy"][name]
+        rows.append(
+            [
+                name,
+                _pct(r["accuracy"]["all_test_images"][name]),
+                _pct(r["accuracy"]["sis_images"][name]),
+                _pct(s["backselect"]),
+                _pct(s["random"]),
+                f"{r['mean_confidence'][name]:.3f}",
+            ]
+        )
+    lines += ["Accuracy (%) of each model:", ""]
+    lines += _table(
+        [
+            "model",
+            f"{images['accuracy_count']} test images",
+            f"first {images['count']}",
+            "5% BS subsets",
+            "5% random subsets",
+            "mean confidence",
+        ],
+        rows,
+    )
+    curves = r["curves"]
+    rows = []
+    for i, t in enumerate(curves["thresholds"]):
+        cells = []
+        for name in r["models"]:
+            c = curves["models"][name]
+            mean, lo, hi = c["mean_fraction"][i], c["ci_low"][i], c["ci_high"][i]
+            text = "n/a" if mean is None else f"{_pct(mean)} [{_pct(lo)}, {_pct(hi)}]"
+            cells.append(f"{text} (n={c['n_images'][i]})")
+        d = r["paired_sis_difference"][f"{t:g}"]
+        half = "" if d["ci95"] is None else f" ± {100 * d['ci95']:.2f}"
+        diff = "n/a" if d["mean"] is None else f"{100 * d['mean']:+.2f}{half} (n={d['n']})"
+        ratio = "n/a" if d["ratio_of_means"] is None else f"{d['ratio_of_means']:.2f}x"
+        rows.append([f"{t:g}", *cells, diff, ratio, d["verdict"]])
+    lines += [
+        "Mean SIS size (% of the 1,024 pixels) with its 95% confidence interval, and *n*, the images whose full "
+        "image reaches the threshold (only they have an SIS; models trained on few images are less confident "
+        "than the paper's). The difference is paired: input dropout minus plain on the images where both have "
+        "an SIS, with a normal 95% interval.",
+        "",
+    ]
+    lines += _table(["threshold", *r["models"], "difference", "ratio of means", "verdict"], rows)
+    lines += _image(FIGURE_INPUT_DROPOUT, "Mean SIS size against the threshold, plain and input-dropout ResNet20")
+    lines += [
+        _reading_input_dropout(r),
+        "",
+        "The largest scale the lossless shared data allow (4,660 training images, 200 epochs, the 846 test images), "
+        "on a GPU:",
+        "",
+        *_command(GPU_INPUT_DROPOUT),
+    ]
+    return lines
+
+
+def _draw_input_dropout(r: dict[str, Any], out_dir: Path) -> Path:
+    """Mean SIS size against the threshold, plain versus input dropout, with 95% confidence intervals."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.8))
+    ax = fig.add_subplot()
+    curves = r["curves"]
+    xs = curves["thresholds"]
+    for j, (name, colour) in enumerate(zip(r["models"], ("tab:blue", "tab:orange"), strict=False)):
+        c = curves["models"][name]
+        keep = [i for i, v in enumerate(c["mean_fraction"]) if v is not None]
+        ys = [100 * c["mean_fraction"][i] for i in keep]
+        lo = [100 * (c["mean_fraction"][i] - c["ci_low"][i]) for i in keep]
+        hi = [100 * (c["ci_high"][i] - c["mean_fraction"][i]) for i in keep]
+        counts = [c["n_images"][i] for i in keep]
+        acc = r["accuracy"]["all_test_images"][name]
+        ax.errorbar(
+            [xs[i] + 0.003 * j for i in keep],  # side by side, so that the intervals do not hide each other
+            ys,
+            yerr=[lo, hi],
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=f"{name} (test acc. {_pct(acc, 1)}%; n = {max(counts, default=0)} to {min(counts, default=0)})",
+        )
+    ax.set_xlabel("SIS threshold")
+    ax.set_ylabel("mean SIS size (% of pixels)")
+    tr = r["training"]
+    ax.set_title(
+        f"ResNet20 trained on {tr['images']:,} images, {tr['epochs']} epochs\n{r['images']['count']} "
+        f"{r['images']['source']} test images (95% CI; n: images with an SIS)",
+        fontsize=9,
+    )
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_dir / FIGURE_INPUT_DROPOUT, dpi=100)
+    return out_dir / FIGURE_INPUT_DROPOUT
+
+
 def render(results_dir: Path = RESULTS) -> str:
     """The page, from the result files in ``results_dir`` and the schedule benchmark."""
     table1 = {d: r for d in DEPTHS if (r := _load(results_dir / f"table1_resnet{d}.json")) is not None}
@@ -665,6 +866,7 @@ def render(results_dir: Path = RESULTS) -> str:
         *_section_figures1_2(figures1_2),
         *_section_figure5(table1),
         *_section_figure6(figure6),
+        *_section_input_dropout(_load(results_dir / "mitigation_input_dropout.json")),
         *_section_controls(table1.get(20)),
     ]
     while lines and lines[-1] == "":
@@ -721,6 +923,9 @@ def draw_figures(results_dir: Path = RESULTS, out_dir: Path = FIGURES) -> list[P
         fig.tight_layout()
         fig.savefig(out_dir / FIGURE6, dpi=100)
         written.append(out_dir / FIGURE6)
+    dropout = _load(results_dir / "mitigation_input_dropout.json")
+    if dropout is not None:
+        written.append(_draw_input_dropout(dropout, out_dir))
     return written
 
 
