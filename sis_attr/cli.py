@@ -636,6 +636,12 @@ def _build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--batch-size", type=_positive_int, default=256, help="masked images per forward pass")
     aud.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     aud.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
+    aud.add_argument(
+        "--ties",
+        choices=["random", "lowest"],
+        default="random",
+        help="tie-breaking of backward selection: seeded random order (default) or lowest feature id (the paper's)",
+    )
     aud.add_argument("--examples", type=_non_negative_int, default=10, help="example SIS shown (default: 10)")
     aud.add_argument("--name", help="model name in the report (default: MODULE:CALLABLE without directories)")
     aud.add_argument("--out", default="sis-attr-report", help="report directory (default: %(default)s)")
@@ -797,6 +803,7 @@ def _run_audit(args: argparse.Namespace) -> int:
             shortlist=args.shortlist,
             batch_size=args.batch_size,
             seed=args.seed,
+            ties=args.ties,
             n_examples=args.examples,
             name=name,
             checkpoint_dir=checkpoint,

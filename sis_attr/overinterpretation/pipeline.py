@@ -36,6 +36,7 @@ from sis_attr._core.validation import (
     format_proportion,
     format_string,
     model_device,
+    param_error,
     warn_if_training,
 )
 from sis_attr.exceptions import SISTypeError, SISValueError, SISWarning
@@ -354,6 +355,7 @@ def audit(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     seed: int = 0,
+    ties: Literal["random", "lowest"] = "random",
     n_examples: int = 10,
     name: str = "model",
     selection: SelectionResult | str | os.PathLike[str] | None = None,
@@ -437,7 +439,13 @@ def audit(
         fill ``batch_size`` with the candidates of one step (exact: ``ceil(2 * batch_size / d)``; gradient:
         ``batch_size // shortlist``), at most 64: one image at a time for large images.
     seed : int, default 0
-        Seeds the random subsets and the choice of examples.
+        Seeds the random subsets, the choice of examples and the random tie-breaking.
+    ties : {"random", "lowest"}, default "random"
+        How backward selection breaks ties between equal scores (and equal gradients). ``"random"``: in a random
+        order of each image's features drawn from ``seed`` and the image (``backward_selection(generator=seed)``).
+        ``"lowest"``: the lowest feature id first, the rule of the paper's exact BackSelect; on a model that
+        ignores many pixels they all tie, the pixels kept to the end are then the bottom-right ones, and the
+        subsets and heatmaps show a border the model does not use.
     n_examples : int, default 10
         Example images shown beside their SIS.
     name : str, default "model"
@@ -536,7 +544,16 @@ def audit(
     show_progress = format_flag(show_progress, "show_progress", caller)
     controls = format_flag(controls, "controls", caller)
     given_names = _format_class_names(class_names, caller)
-    impl = format_method(method, k=k, shortlist=shortlist, batch_size=batch_size, caller=caller)
+    if ties not in ("random", "lowest"):
+        raise param_error("ties", caller, 'one of "random" or "lowest"', repr(ties))
+    impl = format_method(
+        method,
+        k=k,
+        shortlist=shortlist,
+        batch_size=batch_size,
+        caller=caller,
+        generator=seed if ties == "random" else None,
+    )
     chunk = format_optional_positive_int(chunk_size, "chunk_size", caller)
     shard = format_optional_positive_int(shard_size, "shard_size", caller)
     fmask = format_image_feature_mask(feature_mask, source.image_shape, caller)
@@ -652,6 +669,7 @@ def audit(
         "baseline": _describe_baseline(baselines),
         "thresholds": list(grid),
         "seed": seed,
+        "ties": f"random (seed {seed})" if ties == "random" else "lowest feature id",
         "controls": "mask-shape leakage, smoothed SIS" if controls else "off",
         "batch_size": impl.batch_size if impl.batch_size is not None else "measured",
         "device": str(device),

@@ -86,3 +86,22 @@ def test_seeded_ties_are_reproducible_and_independent_of_chunking() -> None:
     a = backward_selection(model, images, chunk_size=2, **opts)  # type: ignore[arg-type]
     b = backward_selection(model, images, chunk_size=5, batch_size=7, **opts)  # type: ignore[arg-type]
     assert torch.equal(a.keep_masks(0.05), b.keep_masks(0.05))
+
+
+def test_audit_breaks_ties_at_random_by_default() -> None:
+    """The audit's subset heatmap on the planted-shortcut model: no border artifact by default; the paper's
+    lowest-id rule (``ties="lowest"``) piles the kept uninformative pixels into the last rows."""
+    from sis_attr.overinterpretation import audit
+
+    images = _images(6, seed=4)
+    labels = torch.zeros(6, dtype=torch.long)
+    kw = {"method": "gradient", "k": 0.05, "shortlist": 16, "show_progress": False, "controls": False}
+    model = PatchClassifier().eval()
+    spread = audit(model, (images, labels), **kw).subset_heatmap.frequency.squeeze()  # type: ignore[arg-type]
+    lowest = audit(model, (images, labels), ties="lowest", **kw).subset_heatmap.frequency.squeeze()  # type: ignore[arg-type]
+    outside = torch.ones(32, 32, dtype=torch.bool)
+    outside[PATCH[0], PATCH[1]] = False
+    assert float(lowest[30:][outside[30:]].sum()) == pytest.approx(float(lowest[outside].sum()))
+    assert float(spread[30:][outside[30:]].sum()) < 0.25 * float(spread[outside].sum())
+    with pytest.raises(ValueError, match="`ties` parameter of audit must be one of"):
+        audit(model, (images, labels), ties="first", **kw)  # type: ignore[arg-type]
