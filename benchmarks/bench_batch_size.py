@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.smoke:
-        args.probes, args.rounds, args.min_seconds, args.max_size = 1, 1, 0.0, 128
+        args.probes, args.rounds, args.min_seconds = 1, 1, 0.0
     device = torch.device(args.device)
     cases: list[tuple[str, nn.Module, tuple[int, ...]]] = [
         ("two-conv CNN 16x16", TwoConvCNN(), (3, 16, 16)),

@@ -179,7 +179,7 @@ def run_case(
     size: int,
     n_images: int,
     n_naive: int,
-    batch_size: int | None,
+    batch_size: int | str | None,
     device: torch.device,
     seconds: float,
     repeats: int,
@@ -201,11 +201,14 @@ def run_case(
     sizes = [64, 128, 256, 512, 1024, 2048]
     throughput = forward_throughput(model, shape, device, sizes, seconds)
     best_bs = max(throughput, key=lambda b: throughput[b])
-    ours_bs = batch_size or best_bs
-    # warm-up: the model's kernels at every batch size our scheduler produces
+    # "measured": the library's default (batch_size=None), which probes the model once (cached) before the runs
+    ours_bs: int | None = None if batch_size == "measured" else int(batch_size or best_bs)
+    # warm-up: the model's kernels at every batch size our scheduler produces (and the probe, when measured)
     backselect(
         model, x[:1, :, :4, :4], feature_mask=torch.arange(16, device=device).reshape(1, 1, 4, 4), batch_size=ours_bs
     )
+    if ours_bs is None:
+        backselect(model, x[:1], feature_mask=pixels, batch_size=None)
 
     floors, ours, interleaved, records = [], [], [], None
     for _ in range(repeats):
@@ -240,7 +243,7 @@ def run_case(
         "features": d,
         "images": n_images,
         "model_evaluations": evals,
-        "batch_size": ours_bs,
+        "batch_size": "measured (batch_size=None)" if ours_bs is None else ours_bs,
         "forward_rows_per_s": {str(k): round(v, 1) for k, v in throughput.items()},
         "floor_best_batch_size": best_bs,
         "repeats": repeats,
@@ -264,7 +267,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="our batch size (default: the floor's best batch size)"
+        "--batch-size",
+        type=lambda v: v if v == "measured" else int(v),
+        default=None,
+        help="our batch size: an integer, or 'measured' (the library's default probe); default: the floor's best",
     )
     parser.add_argument("--repeats", type=int, default=3, help="measurements per case; the median ratio counts")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite")

@@ -31,6 +31,12 @@ Examples::
     python benchmarks/bench_sis_schedule.py --features superpixels --threads 1
     python benchmarks/bench_sis_schedule.py --features pixels --threads 1
     python benchmarks/bench_sis_schedule.py --inception --threads 2
+    python benchmarks/bench_sis_schedule.py --timing 32 --threads 1   # wall time against the floor, 32 images
+
+``--timing N``: the wall-time goal on a call of realistic size. ``k="auto"`` with the measured batch size on the
+first ``N`` test images the model classifies with at least the threshold's confidence (single pixels), timed
+against its interleaved floor ``--repeats`` times; written to ``benchmarks/results/sis_schedule_timing_cpu.json``.
+(The 4-image reference run times a call whose gradient steps hold 4 rows, far below the best batch size.)
 """
 
 from __future__ import annotations
@@ -125,6 +131,8 @@ def schedules(d: int) -> list[tuple[str, dict[str, Any]]]:
     """The settings compared: the automatic schedule's default and variants, and the older settings."""
     out: list[tuple[str, dict[str, Any]]] = [
         ("auto (default)", {"k": "auto"}),
+        ("auto guard=0", {"k": AutoK(guard=0.0)}),
+        ("auto guard=0.5", {"k": AutoK(guard=0.5)}),
         ("auto backtrack=True", {"k": AutoK(backtrack=True)}),
         ("auto endgame=16", {"k": AutoK(endgame=16)}),
         ("auto endgame=24", {"k": AutoK(endgame=24)}),
@@ -312,6 +320,60 @@ def run_inception(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_timing(args: argparse.Namespace) -> dict[str, Any]:
+    """Wall time of ``k="auto"`` against its floor on a call of realistic size (``--timing N`` confident test
+    images, single-pixel features, the measured batch size): no references needed, only the cost."""
+    model, x_all, _ = load_cifar_resnet20(n=max(4 * args.timing, 64))
+    with torch.no_grad():
+        conf, pred = torch.softmax(model(x_all), 1).max(1)
+    idx = torch.nonzero(conf >= args.threshold).flatten()[: args.timing]
+    x, target = x_all[idx], pred[idx]
+    fmask = block_feature_mask(x.shape[2], x.shape[3], BLOCK["pixels"])
+    floor_bs = best_batch_size(model, x)
+    counted = CountingModel(model, floor_batch=x[:1].expand(floor_bs, *x.shape[1:]).contiguous())
+    rows = []
+    for repeat in range(args.repeats):
+        counted.reset()
+        t0 = time.perf_counter()
+        result = batched_gradient_sis(
+            counted, x, target=target, feature_mask=fmask, threshold=args.threshold, batch_size=args.batch_size
+        )
+        wall = time.perf_counter() - t0 - counted.floor_overhead_s
+        rows.append(
+            {
+                "repeat": repeat,
+                "wall_s": wall,
+                "floor_s": counted.floor_s,
+                "floor_ratio": wall / counted.floor_s,
+                "forward_equivalents_per_image": counted.equivalents / len(idx),
+                "mean_sis_size": statistics.fmean(e.size for e in result if e.size is not None),
+            }
+        )
+        print(
+            f"[timing] {len(idx)} images: wall {wall:.1f}s floor {counted.floor_s:.1f}s x{rows[-1]['floor_ratio']:.3f}"
+        )
+        sys.stdout.flush()
+    return {
+        "benchmark": "sis_schedule_timing",
+        "features": "pixels",
+        "schedule": 'k="auto" (default)',
+        "threshold": args.threshold,
+        "images": len(idx),
+        "test_indices": idx.tolist(),
+        "batch_size": args.batch_size if args.batch_size is not None else "measured (batch_size=None)",
+        "floor_batch_size": floor_bs,
+        "runs": rows,
+        "median_floor_ratio": statistics.median(r["floor_ratio"] for r in rows),
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+        },
+        "command": "python benchmarks/bench_sis_schedule.py " + " ".join(sys.argv[1:]),
+    }
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -372,8 +434,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inception", action="store_true", help="the ImageNet-scale case instead")
     p.add_argument("--device", default="cpu")
     p.add_argument("--width", type=float, default=1.0, help="inception channel multiplier")
+    p.add_argument("--timing", type=int, default=0, help="wall time against the floor on N images instead")
+    p.add_argument("--repeats", type=int, default=3, help="--timing: runs (the median ratio counts)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.timing:
+        result = run_timing(args)
+        out = RESULTS / f"sis_schedule_timing{args.tag}_cpu.json"
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
+        return 0
     if args.inception:
         result = run_inception(args)
         out = RESULTS / f"sis_schedule_inception{args.tag}_{torch.device(args.device).type}.json"

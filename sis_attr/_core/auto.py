@@ -73,6 +73,9 @@ class AutoBackSelect:
         self._last_block = torch.zeros(n, dtype=torch.long, device=device)
         self._last_value = torch.full((n,), float("nan"), dtype=torch.float64, device=device)
         self._cap = torch.full((n,), problem.max_features + 1, dtype=torch.long, device=device)
+        # whether the last block was screened, and whether the next step must screen (after a guarded undo)
+        self._last_screened = torch.zeros(n, dtype=torch.bool, device=device)
+        self._force_screen = torch.zeros(n, dtype=torch.bool, device=device)
         end = self.options.endgame
         bs = problem.batch_size
         with progress_bar(int(state.remaining.sum()), desc, show_progress, unit="feature") as bar:
@@ -118,17 +121,31 @@ class AutoBackSelect:
         v, g = score_and_grad(problem, rows, keep_c)
         margin = self._margin(v)
         undone = 0
-        if margin is not None and self.options.backtrack:
-            # a block of several features that took the score from above the threshold to below it: the SIS
-            # would be decided inside a block. Take the block back and go on with blocks half its size.
+        if margin is not None and (a.backtrack or a.guard > 0):
             before = self._margin(self._last_value[chunk])
             if before is None:  # pragma: no cover - margin and before come from the same threshold
                 raise RuntimeError("no threshold to backtrack by")
-            overshot = (before >= 0) & (margin < 0) & (self._last_block[chunk] > 1)
+            last = self._last_block[chunk]
+            overshot = torch.zeros_like(margin, dtype=torch.bool)
+            if a.backtrack:
+                # a block of several features that took the score from above the threshold to below it: the SIS
+                # would be decided inside a block. Take the block back and go on with blocks half its size.
+                overshot |= (before >= 0) & (margin < 0) & (last > 1)
+            guarded = torch.zeros_like(overshot)
+            if a.guard > 0:
+                # an unscreened gradient block that used more than `guard` of the margin to the threshold: the
+                # gradient misjudged it (typically a saturated softmax). Take it back, screen the next step
+                # exactly, and halve the gradient blocks until they behave again.
+                unscreened = ~self._last_screened[chunk]
+                guarded = unscreened & (last > 1) & (before >= 0) & (before - margin > a.guard * before)
+                grown = unscreened & ~guarded & (last > 0)
+                self._cap[chunk[grown]] = torch.clamp(self._cap[chunk[grown]] * 2, max=problem.max_features + 1)
+            overshot |= guarded
             if bool(overshot.any()):
                 back = chunk[overshot]
                 undone = int(self._last_block[back].sum())
                 self._cap[back] = torch.clamp(self._last_block[back] // 2, min=1)
+                self._force_screen[chunk[guarded]] = True
                 self._undo(state, back)
                 chunk = chunk[~overshot]
                 if chunk.numel() == 0:
@@ -138,7 +155,7 @@ class AutoBackSelect:
                 keys = None if keys is None else keys[keep_sel]
                 keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
         state.values[chunk, step_c] = v
-        screening = rem_c <= a.screen_at
+        screening = (rem_c <= a.screen_at) | self._force_screen[chunk]
         if margin is not None and a.margin > 0:
             screening = screening | ((margin >= 0) & (margin < a.margin))
         remf = rem_c.double()
@@ -166,6 +183,8 @@ class AutoBackSelect:
         state.remove(chunk, ranked, block)
         self._last_block[chunk] = block
         self._last_value[chunk] = v.double()
+        self._last_screened[chunk] = screening
+        self._force_screen[chunk] = False
         return int(block.sum()) - undone
 
     def _undo(self, state: SelectionState, back: Tensor) -> None:

@@ -76,6 +76,12 @@ class AutoK:
         the summed exact drops of its removals within half the margin. The threshold is the call's SIS
         threshold; calls without one (rank maps, backward selection alone) steer by 0.99 with the default
         score and by the counts alone with a custom ``score_func``.
+    guard : float, default 0.75
+        While the score is above the threshold, an unscreened gradient block may use at most this fraction of
+        the margin to the threshold (in log-odds for the default softmax score). A block that used more is
+        taken back, the next step is screened exactly and later gradient blocks are halved, growing back by
+        doubling once they behave. This catches the gradient's misjudgements on saturated confident images
+        (``0`` turns it off).
     backtrack : bool, default False
         When a block of several features takes the score from above the threshold to below it, put the block
         back and go on with blocks half its size. On 32 CIFAR-10 images with 2x2-pixel features it removed the
@@ -84,10 +90,11 @@ class AutoK:
 
     Examples
     --------
-    >>> AutoK()
-    AutoK(fraction=0.05, screen_at=96, shortlist=16, screen_fraction=0.1, endgame=24, margin=2.0, backtrack=False)
-    >>> AutoK(endgame=48)  # more exact work at the end: SIS closer to exact BackSelect's, at a higher cost
-    AutoK(fraction=0.05, screen_at=96, shortlist=16, screen_fraction=0.1, endgame=48, margin=2.0, backtrack=False)
+    >>> AutoK()  # doctest: +NORMALIZE_WHITESPACE
+    AutoK(fraction=0.05, screen_at=96, shortlist=16, screen_fraction=0.1, endgame=24, margin=2.0, guard=0.75,
+          backtrack=False)
+    >>> AutoK(endgame=48).endgame  # more exact work at the end: SIS closer to exact BackSelect's, at a higher cost
+    48
     """
 
     fraction: float = 0.05
@@ -96,6 +103,7 @@ class AutoK:
     screen_fraction: float = 0.1
     endgame: int = 24
     margin: float = 2.0
+    guard: float = 0.75
     backtrack: bool = False
 
     def describe(self) -> str:
@@ -124,6 +132,9 @@ def format_auto(a: AutoK, shortlist: int | None) -> AutoK:
     count("screen_at", 0)
     count("shortlist", 1)
     count("endgame", 0)
+    g = a.guard
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0.0 <= g <= 1.0:
+        raise SISValueError(f"AutoK.guard must be a number in [0, 1] (0: off). Got {g!r} instead.")
     m = a.margin
     if isinstance(m, bool) or not isinstance(m, (int, float)) or not (m >= 0.0 and math.isfinite(m)):
         raise SISValueError(f"AutoK.margin must be a finite number >= 0. Got {m!r} instead.")

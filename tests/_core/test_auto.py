@@ -57,13 +57,14 @@ def _scores_alone(net: torch.nn.Module, x: torch.Tensor, keep: torch.Tensor, tar
     endgame=st.integers(0, 12),
     screen_at=st.integers(0, 40),
     backtrack=st.booleans(),
+    guard=st.sampled_from([0.0, 0.3, 0.75, 1.0]),
 )
 def test_every_sis_of_the_automatic_schedule_is_sufficient(
-    seed: int, side: int, threshold: float, endgame: int, screen_at: int, backtrack: bool
+    seed: int, side: int, threshold: float, endgame: int, screen_at: int, backtrack: bool, guard: float
 ) -> None:
     net = _conv_net(seed, side)
     x = torch.randn(3, 2, side, side, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
-    k = AutoK(endgame=endgame, screen_at=screen_at, shortlist=4, backtrack=backtrack)
+    k = AutoK(endgame=endgame, screen_at=screen_at, shortlist=4, backtrack=backtrack, guard=guard)
     res = batched_gradient_sis(net, x, threshold=threshold, k=k)
     target = torch.stack([torch.as_tensor(e.target) for e in res])
     alone = _scores_alone(net, x, res.keep_mask(), target)
@@ -113,6 +114,7 @@ def test_auto_is_the_default_and_shortlist_sets_its_screening() -> None:
         (AutoK(shortlist=0), "AutoK.shortlist must be at least 1"),
         (AutoK(endgame=-1), "AutoK.endgame must be at least 0"),
         (AutoK(margin=float("nan")), "AutoK.margin must be a finite number"),
+        (AutoK(guard=1.5), r"AutoK.guard must be a number in \[0, 1\]"),
         ("automatic", "'auto', 'adaptive'"),
     ],
 )
