@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sis_attr.overinterpretation import backward_selection
+from sis_attr.overinterpretation.report._figures import report_figures
 
 PATCH = (slice(8, 11), slice(12, 15))  # the 3x3 patch the decision rests on
 
@@ -97,8 +98,16 @@ def test_audit_breaks_ties_at_random_by_default() -> None:
     labels = torch.zeros(6, dtype=torch.long)
     kw = {"method": "gradient", "k": 0.05, "shortlist": 16, "show_progress": False, "controls": False}
     model = PatchClassifier().eval()
-    spread = audit(model, (images, labels), **kw).subset_heatmap.frequency.squeeze()  # type: ignore[arg-type]
-    lowest = audit(model, (images, labels), ties="lowest", **kw).subset_heatmap.frequency.squeeze()  # type: ignore[arg-type]
+    rep_random = audit(model, (images, labels), **kw)  # type: ignore[arg-type]
+    rep_lowest = audit(model, (images, labels), ties="lowest", **kw)  # type: ignore[arg-type]
+    spread = rep_random.subset_heatmap.frequency.squeeze()
+    lowest = rep_lowest.subset_heatmap.frequency.squeeze()
+    # the report says which rule drew its heatmaps
+    assert rep_random.settings["ties"] == "random (seed 0)" and rep_lowest.settings["ties"] == "lowest feature id"
+    captions = {f.filename: f.caption for f in report_figures(rep_random)}
+    assert "seeded random order" in captions["subset_heatmap.png"]
+    captions = {f.filename: f.caption for f in report_figures(rep_lowest)}
+    assert "lowest pixel id" in captions["subset_heatmap.png"]
     outside = torch.ones(32, 32, dtype=torch.bool)
     outside[PATCH[0], PATCH[1]] = False
     assert float(lowest[30:][outside[30:]].sum()) == pytest.approx(float(lowest[outside].sum()))

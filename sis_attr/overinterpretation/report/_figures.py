@@ -303,20 +303,33 @@ def report_figures(report: AuditReport) -> list[FigureSpec]:
             lambda: examples_figure(report.examples),
         )
     ]
+    ties = str(report.settings.get("ties", ""))
+    if ties.startswith("random"):
+        tie_note = (
+            f" Ties between equal scores were broken in a seeded random order ({ties}), so pixels the model ignores"
+            " do not pile up at the bottom-right."
+        )
+    elif ties:
+        tie_note = (
+            " Ties went to the lowest pixel id (the paper's rule): where the model ignores pixels, the kept ones"
+            " pile up at the bottom-right, a location the model does not use."
+        )
+    else:
+        tie_note = ""
     heatmap = report.heatmap
     if heatmap is not None:
         specs.append(
             FigureSpec(
                 "sis_heatmap.png",
                 f"How often each pixel belongs to the SIS (threshold {t:g}), over the {heatmap.n_images} images "
-                "that have one. Paper Figure 4.",
+                "that have one. Paper Figure 4." + tie_note,
                 _single(lambda ax: heatmap.plot(ax, title=f"SIS locations ({heatmap.n_images} images)"), (4.6, 3.8)),
             )
         )
     specs += [
         FigureSpec(
             "subset_heatmap.png",
-            f"How often each pixel is among the {pct} kept by backward selection. Paper Figure 2.",
+            f"How often each pixel is among the {pct} kept by backward selection. Paper Figure 2." + tie_note,
             _single(lambda ax: report.subset_heatmap.plot(ax, title=f"{pct} backward-selection subsets"), (4.6, 3.8)),
         ),
         FigureSpec(
