@@ -91,7 +91,8 @@ def same_smoothing(got: SmoothedSIS | None, want: SmoothedSIS) -> None:
 def marked() -> tuple[nn.Module, Tensor, Tensor, AuditReport]:
     d = marked_digits(20)
     model = MarkReader().eval()
-    return model, d.images, d.labels, audit(model, d, name="mark reader", seed=3, **KW)
+    # lowest-id ties: the hand-known shape-only outcome below assumes the subsets the paper's rule keeps
+    return model, d.images, d.labels, audit(model, d, name="mark reader", seed=3, ties="lowest", **KW)
 
 
 def test_the_report_holds_the_numbers_of_the_public_functions(marked: tuple) -> None:
@@ -142,7 +143,7 @@ def test_a_rebuild_from_the_selection_or_a_checkpoint_gives_the_same_controls(ma
     assert rep.mask_shape_leakage is not None and rep.smoothed_sis is not None
     same_leakage(again.mask_shape_leakage, rep.mask_shape_leakage)
     same_smoothing(again.smoothed_sis, rep.smoothed_sis)
-    audit(model, (images, labels), checkpoint_dir=tmp_path, seed=3, **KW)
+    audit(model, (images, labels), checkpoint_dir=tmp_path, seed=3, ties="lowest", **KW)  # as the fixture
     rebuilt = audit(model, (images, labels), selection=tmp_path, seed=3, **KW)
     same_leakage(rebuilt.mask_shape_leakage, rep.mask_shape_leakage)
     same_smoothing(rebuilt.smoothed_sis, rep.smoothed_sis)
