@@ -115,7 +115,8 @@ class SufficientInputSubsets(PerturbationAttribution):
             What to return: ranks 1..d (the last removed feature gets d; 0 for positions of absent features)
             or 1.0 on the SIS and 0.0 elsewhere (all zero where the input's confidence is below threshold).
         batch_size : int, optional
-            Masked inputs per forward pass across the whole batch (default 256); bounds peak memory.
+            Masked inputs per forward pass across the whole batch; bounds peak memory. None (default) measures the
+            fastest size on the first call (cached per model, input shape, dtype and device).
         perturbations_per_eval : int, optional
             Captum-style alternative to ``batch_size``: ``batch_size = perturbations_per_eval * len(inputs)``.
         show_progress : bool, default False

@@ -68,7 +68,8 @@ def backselect(
         ``score_func(output, target) -> (batch,)`` scores. Default: the softmax probability of the target
         (recorded as a log-probability).
     batch_size : int, optional
-        Masked inputs per forward pass (default 256); bounds peak memory. Results do not depend on it.
+        Masked inputs per forward pass; bounds peak memory. Results do not depend on it. None (default) measures
+        the fastest size on the first call (cached per model, input shape, dtype and device).
     perturbations_per_eval : int, optional
         Captum-style alternative to ``batch_size``: ``batch_size = perturbations_per_eval * len(inputs)``.
     show_progress : bool, default False
