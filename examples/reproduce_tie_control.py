@@ -160,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s) "
         f"(torch {torch.__version__})",
     }
+    if args.n_real and results["real"] is None:
+        print(
+            "The real CIFAR-10 data or the ResNet20 checkpoint were not found (looked in ../shared/data, or "
+            "$SIS_ATTR_SHARED_DATA; see ../shared/data/README.md): the ResNet20 part is skipped."
+        )
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     p = results["planted"]
     print(f"Planted shortcut, {p['images']} images: kept uninformative pixels in the last two rows:")
