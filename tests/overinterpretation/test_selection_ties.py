@@ -105,7 +105,7 @@ def test_audit_breaks_ties_at_random_by_default() -> None:
     # the report says which rule drew its heatmaps
     assert rep_random.settings["ties"] == "random (seed 0)" and rep_lowest.settings["ties"] == "lowest feature id"
     captions = {f.filename: f.caption for f in report_figures(rep_random)}
-    assert "seeded random order" in captions["subset_heatmap.png"]
+    assert "random order (seed 0)" in captions["subset_heatmap.png"]
     captions = {f.filename: f.caption for f in report_figures(rep_lowest)}
     assert "lowest pixel id" in captions["subset_heatmap.png"]
     outside = torch.ones(32, 32, dtype=torch.bool)

@@ -306,8 +306,8 @@ def report_figures(report: AuditReport) -> list[FigureSpec]:
     ties = str(report.settings.get("ties", ""))
     if ties.startswith("random"):
         tie_note = (
-            f" Ties between equal scores were broken in a seeded random order ({ties}), so pixels the model ignores"
-            " do not pile up at the bottom-right."
+            f" Ties between equal scores were broken in a random order (seed {report.settings.get('seed', 0)}), so"
+            " pixels the model ignores do not pile up at the bottom-right."
         )
     elif ties:
         tie_note = (
