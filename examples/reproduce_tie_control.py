@@ -39,31 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from sis_attr.overinterpretation import backward_selection
+from sis_attr.testing import PatchClassifier
 
-PATCH = (slice(8, 11), slice(12, 15))  # rows 8-10, columns 12-14
-
-
-class PlantedShortcut(nn.Module):
-    """Ten logits from one 3x3 patch only: every patch pixel supports class 0 (for positive values), every other
-    pixel has exactly zero effect on the output and its gradient."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        weight = -torch.ones(10, 27)
-        weight[0] = 1.0
-        self.weight = nn.Parameter(weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, PATCH[0], PATCH[1]].flatten(1) @ self.weight.t()
-
-
-def planted_images(n: int, seed: int) -> torch.Tensor:
-    images = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-    images[:, :, PATCH[0], PATCH[1]] = images[:, :, PATCH[0], PATCH[1]].abs() + 0.5
-    return images
+PATCH = PatchClassifier.PATCH  # rows 8-10, columns 12-14
 
 
 def kept_outside_patch(keep: torch.Tensor) -> torch.Tensor:
@@ -93,8 +73,8 @@ def location_stats(rc: torch.Tensor) -> dict[str, Any]:
 
 
 def planted(n: int, seed: int) -> dict[str, Any]:
-    model = PlantedShortcut().eval()
-    images = planted_images(n, seed)
+    model = PatchClassifier().eval()
+    images = PatchClassifier.images(n, seed)
     out: dict[str, Any] = {"images": n, "patch": "rows 8-10, columns 12-14"}
     opts: dict[str, Any] = {"method": "gradient", "k": "auto", "threshold": 0.99, "show_progress": False}
     for name, gen in (("lowest", None), ("random", 0)):

@@ -2,6 +2,8 @@
 
 * :class:`LinearScore`, :class:`L2NormScore`, :class:`SumGridClassifier`: models whose SIS are known by hand.
 * :class:`TinyConvNet`: a small random conv net of any input size.
+* :class:`PatchClassifier`: a planted shortcut, a 32x32 classifier that reads one 3x3 patch and ignores every
+  other pixel exactly (the tie-breaking control).
 * :func:`write_cifar10_batches`: a small directory in the official CIFAR-10 python-batch format, with known
   content (the inverse of :func:`sis_attr.datasets.load_cifar10_batches`).
 * :func:`write_cifar10_1`, :func:`write_cifar10_c`: files in the official CIFAR-10.1 and CIFAR-10-C ``.npy``
@@ -27,6 +29,7 @@ from sis_attr.exceptions import SISTypeError, SISValueError
 __all__ = [
     "L2NormScore",
     "LinearScore",
+    "PatchClassifier",
     "SumGridClassifier",
     "TinyConvNet",
     "write_cifar10_1",
@@ -116,6 +119,45 @@ class TinyConvNet(nn.Module):
         h = torch.relu(self.conv1(x))
         h = torch.relu(self.conv2(h))
         return self.fc(h.mean(dim=(2, 3)))
+
+
+class PatchClassifier(nn.Module):
+    """Ten logits from one 3x3 patch of a ``(B, 3, 32, 32)`` image (rows 8-10, columns 12-14) and nothing else.
+
+    Every other pixel has exactly zero effect on the output and on its gradient, so backward selection ties on
+    all of them: the planted shortcut on which lowest-id tie-breaking keeps the bottom-right pixels. On the
+    images of :meth:`images` (positive patch values) every patch pixel supports class 0, so the patch is kept
+    to the end.
+
+    Examples
+    --------
+    >>> model = PatchClassifier()
+    >>> x = PatchClassifier.images(2, seed=0)
+    >>> model(x).argmax(1).tolist()
+    [0, 0]
+    >>> y = x.clone()
+    >>> y[:, :, 20:] = 0.0  # outside the patch: no effect
+    >>> torch.equal(model(y), model(x))
+    True
+    """
+
+    PATCH = (slice(8, 11), slice(12, 15))
+
+    def __init__(self) -> None:
+        super().__init__()
+        weight = -torch.ones(10, 27)
+        weight[0] = 1.0
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, :, self.PATCH[0], self.PATCH[1]].flatten(1) @ self.weight.t()
+
+    @classmethod
+    def images(cls, n: int, seed: int = 0) -> Tensor:
+        """``n`` images of standard-normal pixels whose patch holds positive values (classified as class 0)."""
+        images = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+        images[:, :, cls.PATCH[0], cls.PATCH[1]] = images[:, :, cls.PATCH[0], cls.PATCH[1]].abs() + 0.5
+        return images
 
 
 class _Py2StringPickler(pickle._Pickler):

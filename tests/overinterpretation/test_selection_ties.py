@@ -8,32 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from torch import nn
 
 from sis_attr.overinterpretation import backward_selection
 from sis_attr.overinterpretation.report._figures import report_figures
+from sis_attr.testing import PatchClassifier
 
-PATCH = (slice(8, 11), slice(12, 15))  # the 3x3 patch the decision rests on
-
-
-class PatchClassifier(nn.Module):
-    """Logits from a 3x3 patch only: every other pixel has exactly zero effect (gradient and score). With
-    positive patch values, every patch pixel supports class 0, so backward selection keeps the patch last."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        weight = -torch.ones(10, 27)
-        weight[0] = 1.0
-        self.weight = nn.Parameter(weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, PATCH[0], PATCH[1]].flatten(1) @ self.weight.t()
-
-
-def _images(n: int, seed: int) -> torch.Tensor:
-    images = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-    images[:, :, PATCH[0], PATCH[1]] = images[:, :, PATCH[0], PATCH[1]].abs() + 0.5
-    return images
+PATCH = PatchClassifier.PATCH  # the 3x3 patch the decision rests on
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +26,7 @@ def _one_thread() -> Iterator[None]:
 
 def _kept_outside_patch(generator: int | None, method: str, **kw: object) -> torch.Tensor:
     """(row, col) of every kept 5% pixel outside the patch, over all images."""
-    images = _images(6, seed=1)
+    images = PatchClassifier.images(6, seed=1)
     sel = backward_selection(
         PatchClassifier().eval(),
         images,
@@ -81,7 +61,7 @@ def test_seeded_ties_spread_the_kept_uninformative_pixels(method: str, kw: dict[
 
 
 def test_seeded_ties_are_reproducible_and_independent_of_chunking() -> None:
-    images = _images(5, seed=2)
+    images = PatchClassifier.images(5, seed=2)
     model = PatchClassifier().eval()
     opts = {"method": "gradient", "k": 0.05, "shortlist": 16, "show_progress": False, "generator": 3}
     a = backward_selection(model, images, chunk_size=2, **opts)  # type: ignore[arg-type]
@@ -94,7 +74,7 @@ def test_audit_breaks_ties_at_random_by_default() -> None:
     lowest-id rule (``ties="lowest"``) piles the kept uninformative pixels into the last rows."""
     from sis_attr.overinterpretation import audit
 
-    images = _images(6, seed=4)
+    images = PatchClassifier.images(6, seed=4)
     labels = torch.zeros(6, dtype=torch.long)
     kw = {"method": "gradient", "k": 0.05, "shortlist": 16, "show_progress": False, "controls": False}
     model = PatchClassifier().eval()
