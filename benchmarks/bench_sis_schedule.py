@@ -152,6 +152,15 @@ def schedules(d: int) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _environment() -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     refs = load_references(args.features)
     if args.images:
@@ -236,12 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size if args.batch_size is not None else "measured (batch_size=None)",
         "floor_batch_size": floor_bs,
         "schedules": rows,
-        "environment": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "threads": torch.get_num_threads(),
-        },
+        "environment": _environment(),
         "command": "python benchmarks/bench_sis_schedule.py " + " ".join(sys.argv[1:]),
     }
 
@@ -364,12 +368,7 @@ def run_timing(args: argparse.Namespace) -> dict[str, Any]:
         "floor_batch_size": floor_bs,
         "runs": rows,
         "median_floor_ratio": statistics.median(r["floor_ratio"] for r in rows),
-        "environment": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "threads": torch.get_num_threads(),
-        },
+        "environment": _environment(),
         "command": "python benchmarks/bench_sis_schedule.py " + " ".join(sys.argv[1:]),
     }
 
