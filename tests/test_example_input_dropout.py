@@ -19,6 +19,7 @@ import torch
 
 from sis_attr.overinterpretation import backward_selection
 from sis_attr.testing import SumGridClassifier, write_cifar10_batches
+from tests._scripts import load_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -26,13 +27,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
     sys.path.insert(0, str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_mitigation_input_dropout", EXAMPLES / "reproduce_mitigation_input_dropout.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / "reproduce_mitigation_input_dropout.py")
 
 
 def test_paired_difference_on_hand_checked_sis(script: ModuleType) -> None:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+from tests._scripts import load_script
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "reproduce_tie_control.py"
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reproduce_tie_control", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE)
 
 
 def test_planted_shortcut_shows_the_lowest_id_artifact_and_random_ties_remove_it(tmp_path: Path) -> None:

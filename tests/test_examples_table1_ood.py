@@ -8,9 +8,7 @@ options the JSON has no ``out_of_distribution`` key; a missing or malformed fold
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -20,19 +18,14 @@ import torch
 
 from sis_attr.datasets import load_cifar10_batches
 from sis_attr.testing import write_cifar10_1, write_cifar10_c
+from tests._scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def table1() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_table1_cifar10", ROOT / "examples" / "reproduce_table1_cifar10.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce_table1_cifar10"] = module
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "examples" / "reproduce_table1_cifar10.py")
     return module
 
 
