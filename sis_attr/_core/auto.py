@@ -5,9 +5,14 @@ have to avoid the important ones, and the gradient ranks them well enough: one g
 backward pass, three forward-equivalents) removes a fixed fraction of the remaining features, so these steps
 are logarithmic in the number of features. Once few features remain (or, when the threshold is known, once the
 score comes within a margin of it), each gradient step only proposes a shortlist whose single removals are
-evaluated exactly, and the best of them go. The last features are ordered by exact BackSelect
-(:func:`~sis_attr._core.exact.exact_backselect`, ``r (r + 1) / 2`` evaluations for ``r`` features), where the
-SIS of a confident image usually lies. ``benchmarks/bench_sis_schedule.py`` measures the cost and SIS size
+evaluated exactly, and the best of them go; near the threshold a gradient block that the first-order
+prediction calls safe still goes unscreened when it is at least a shortlist long, so inputs with many features
+stay logarithmic. A guard takes back any unscreened block that used too much of the margin, screens the next
+step and halves later gradient blocks. The margin is measured on a float64 log-probability that does not
+saturate (:func:`~sis_attr._core.scoring.target_log_prob`): float32's log-softmax is exactly 0 for a confident
+image, which would hide how much of its evidence a block removed. The last features are ordered by exact
+BackSelect (:func:`~sis_attr._core.exact.exact_backselect`, ``r (r + 1) / 2`` evaluations for ``r`` features),
+where the SIS of a confident image usually lies. ``benchmarks/bench_sis_schedule.py`` measures the cost and SIS size
 against exact BackSelect on real images; the defaults are the point of its frontier chosen there.
 """
 
@@ -69,7 +74,7 @@ class AutoBackSelect:
         keys = tie_keys(problem, examples, self.tie_seed)
         n = int(examples.shape[0])
         # per example: the last block removed and the score measured before it, and the largest block allowed
-        # (halved each time a block overshoots the threshold)
+        # for gradient blocks (halved each time the guard takes a block back; screened blocks are measured)
         self._last_block = torch.zeros(n, dtype=torch.long, device=device)
         self._last_value = torch.full((n,), float("nan"), dtype=torch.float64, device=device)
         self._cap = torch.full((n,), problem.max_features + 1, dtype=torch.long, device=device)
@@ -118,8 +123,10 @@ class AutoBackSelect:
         a = self.options
         rows = examples[chunk]
         keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
-        v, g = score_and_grad(problem, rows, keep_c)
-        margin = self._margin(v)
+        # v: the scores selection compares and records; steer: the same without float32 saturation (how far a
+        # confident image is above the threshold), for the margin, the guard and the predicted block
+        v, g, steer = score_and_grad(problem, rows, keep_c)
+        margin = self._margin(steer)
         undone = 0
         if margin is not None and (a.backtrack or a.guard > 0):
             before = self._margin(self._last_value[chunk])
@@ -152,25 +159,34 @@ class AutoBackSelect:
                     return -undone
                 keep_sel = ~overshot
                 rows, v, g, margin = rows[keep_sel], v[keep_sel], g[keep_sel], margin[keep_sel]
+                steer = steer[keep_sel]
                 keys = None if keys is None else keys[keep_sel]
                 keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
         state.values[chunk, step_c] = v
         screening = (rem_c <= a.screen_at) | self._force_screen[chunk]
+        near = torch.zeros_like(screening)
         if margin is not None and a.margin > 0:
-            screening = screening | ((margin >= 0) & (margin < a.margin))
+            near = (margin >= 0) & (margin < a.margin) & ~screening
         remf = rem_c.double()
-        block = torch.where(
-            screening,
-            torch.clamp(torch.floor(remf * a.screen_fraction).long(), min=1, max=a.shortlist),
-            torch.clamp(torch.floor(remf * a.fraction).long(), min=1),
-        )
-        block = torch.minimum(block, self._cap[chunk])
+        # the cap (halved by the guard) limits gradient blocks only: a screened block's removals are measured
+        grad_block = torch.minimum(torch.clamp(torch.floor(remf * a.fraction).long(), min=1), self._cap[chunk])
+        screen_block = torch.clamp(torch.floor(remf * a.screen_fraction).long(), min=1, max=a.shortlist)
         # never remove into the endgame's features in one block
-        block = torch.minimum(block, rem_c - a.endgame)
-        need = int(block.max())
-        if bool(screening.any()):
+        grad_block = torch.minimum(grad_block, rem_c - a.endgame)
+        screen_block = torch.minimum(screen_block, rem_c - a.endgame)
+        need = int(torch.where(screening, screen_block, grad_block).max())
+        if bool((screening | near).any()):
             need = max(need, a.shortlist)
         ranked = top_ranked(g, keep_c, min(need, int(g.shape[1])), keys)
+        if margin is not None and bool(near.any()):
+            # near the threshold with many features left: a gradient block whose first-order prediction keeps
+            # the score within half the margin still goes unscreened (under the guard) when it is at least a
+            # shortlist long, so large inputs stay logarithmic; shorter ones are screened
+            wide_block = torch.minimum(grad_block, self._predicted_safe(steer, g, ranked, rem_c, margin))
+            wide = near & (wide_block >= a.shortlist)
+            grad_block = torch.where(wide, wide_block, grad_block)
+            screening = screening | (near & ~wide)
+        block = torch.where(screening, screen_block, grad_block)
         s = torch.nonzero(screening).flatten()
         if s.numel() > 0:
             s_keys = None if keys is None else keys[s]
@@ -179,10 +195,10 @@ class AutoBackSelect:
             ranked[s, :m] = best_first
             state.values[chunk[s], step_c[s] + 1] = exact[:, 0]
             if margin is not None:
-                block[s] = torch.minimum(block[s], self._safe_prefix(v[s], exact, margin[s]))
+                block[s] = torch.minimum(block[s], self._safe_prefix(steer[s], exact, margin[s]))
         state.remove(chunk, ranked, block)
         self._last_block[chunk] = block
-        self._last_value[chunk] = v.double()
+        self._last_value[chunk] = steer
         self._last_screened[chunk] = screening
         self._force_screen[chunk] = False
         return int(block.sum()) - undone
@@ -199,6 +215,17 @@ class AutoBackSelect:
             state.remaining[j] += b
             self._last_block[j] = 0
             self._last_value[j] = float("nan")
+
+    def _predicted_safe(self, value: Tensor, g: Tensor, ranked: Tensor, rem: Tensor, margin: Tensor) -> Tensor:
+        """Longest prefix of ``ranked`` whose first-order predicted drop (the summed gradients, in log-odds for
+        the softmax score) stays within half the margin."""
+        cols = torch.arange(ranked.shape[1], device=ranked.device).unsqueeze(0)
+        drops = g.gather(1, ranked).double().masked_fill(cols >= rem.unsqueeze(1), float("-inf"))
+        cum = torch.cumsum(drops, dim=1)
+        if self.log_space:
+            cum = cum / _log_odds(value.double())[1].unsqueeze(1)  # d log-odds = d log p / (1 - p)
+        ok = cum >= -0.5 * margin.unsqueeze(1)
+        return torch.cumprod(ok.long(), dim=1).sum(dim=1)
 
     def _safe_prefix(self, value: Tensor, exact: Tensor, margin: Tensor) -> Tensor:
         """Longest prefix of the screened removals (best first) whose summed exact drops stay within half the

@@ -73,17 +73,20 @@ class AutoK:
     margin : float, default 2.0
         Screening also starts while the score is above the threshold by less than this margin (in log-odds for
         the default softmax score, in the score's own units otherwise), and near it each screened block keeps
-        the summed exact drops of its removals within half the margin. The threshold is the call's SIS
-        threshold; calls without one (rank maps, backward selection alone) steer by 0.99 with the default
-        score and by the counts alone with a custom ``score_func``.
+        the summed exact drops of its removals within half the margin. Near the threshold a gradient block still
+        goes unscreened when its first-order prediction (the summed gradients) keeps the score within half the
+        margin and it holds at least ``shortlist`` features, so inputs with many features that start close to
+        the threshold stay logarithmic in their number of features. The threshold is the call's SIS threshold;
+        calls without one (rank maps, backward selection alone) steer by 0.99 with the default score and by
+        the counts alone with a custom ``score_func``. For the default score the schedule steers by a float64
+        log-probability that does not saturate for confident images
+        (:func:`~sis_attr._core.scoring.target_log_prob`); selection still compares the recorded scores.
     guard : float, default 0.75
         While the score is above the threshold, an unscreened gradient block may use at most this fraction of
         the margin to the threshold (in log-odds for the default softmax score). A block that used more is
         taken back, the next step is screened exactly and later gradient blocks are halved, growing back by
-        doubling once they behave. This catches the gradient's misjudgements on saturated confident images
-        (``0`` turns it off). On 32 CIFAR-10 images with 2x2-pixel features the mean SIS size went from 1.47x
-        exact BackSelect's (``guard=0``) to 1.14x, at 1,074 instead of 677 forward-equivalents per image; on 4
-        images with single pixels from 0.88x to 1.16x at 1,540 instead of 777 (four images: within their noise).
+        doubling once they behave. This catches the gradient's misjudgements on confident images (``0`` turns
+        it off). ``benchmarks/results/sis_schedule_*_cpu.json`` compares the settings on real CIFAR-10 images.
     backtrack : bool, default False
         When a block of several features takes the score from above the threshold to below it, put the block
         back and go on with blocks half its size. Beside the default guard it did not help on the CIFAR-10

@@ -25,6 +25,30 @@ def threshold_to_space(threshold: float, log_space: bool) -> float:
 ScoreFunc = Callable[[Tensor, Tensor], Tensor]
 
 
+def target_log_prob(logits: Tensor, target: Tensor) -> Tensor:
+    """``log softmax(logits)[target]`` per row in float64, without saturating at 0 for confident rows.
+
+    Computed as ``-softplus(logsumexp_{j != t}(z_j - z_t))`` on the logits in float64. The float32 log-softmax of
+    the :class:`Scorer` rounds to exactly 0 once the target's logit leads by about 17; this keeps changing up to a
+    lead of about 700. The automatic schedule steers by it (how far a confident image is above the threshold);
+    selection compares the :class:`Scorer`'s values, whose ties do not depend on how rows were batched.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[30.0, 0.0, 1.0]])
+    >>> float(torch.log_softmax(logits, dim=1)[0, 0])  # float32 rounds to 0
+    0.0
+    >>> float(target_log_prob(logits, torch.tensor([0])))  # doctest: +ELLIPSIS
+    -3.47...e-13
+    """
+    z = logits.double()
+    t = target.unsqueeze(1)
+    gap = z - z.gather(1, t)
+    others = torch.logsumexp(gap.scatter(1, t, float("-inf")), dim=1)
+    # softplus(u) = max(u, 0) + log1p(exp(-|u|)), exactly (torch's softplus returns u itself above 20)
+    return -(torch.clamp(others, min=0) + torch.log1p(torch.exp(-others.abs())))
+
+
 class Scorer:
     """Turns model outputs into per-row scores in the space where scores are compared.
 

@@ -95,6 +95,36 @@ def test_the_schedule_is_deterministic_and_batch_size_invariant() -> None:
     assert [e.size for e in runs[0]] == [e.size for e in runs[2]]
 
 
+class _CountingLinear(torch.nn.Module):
+    """Logits linear in the features; counts forward-equivalents (a row with gradient tracking counts 3)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight
+        self.equivalents = 0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.equivalents += int(z.shape[0]) * (3 if z.requires_grad else 1)
+        return z.flatten(1) @ self.weight.t()
+
+
+def test_a_large_input_starting_near_the_threshold_stays_logarithmic() -> None:
+    """4,000 negligible features and 96 decisive ones; the image starts 1.2 log-odds above the threshold, inside
+    the screening margin. Gradient blocks the first-order prediction calls safe still go unscreened, so the cost
+    grows with log(d), not d / shortlist (before: 19 forward-equivalents per 16 features, about 4,800)."""
+    d = 4096
+    weight = torch.zeros(3, d, dtype=torch.float64)
+    weight[0, :4000] = 1e-5
+    weight[0, 4000:] = 0.05
+    model = _CountingLinear(weight)
+    x = torch.ones(1, d, dtype=torch.float64)
+    res = batched_gradient_sis(model, x, threshold=0.95, feature_mask=torch.arange(d)[None], batch_size=64)
+    assert model.equivalents < 1_500, model.equivalents
+    (e,) = res
+    assert e.sis is not None and bool((e.sis >= 4000).all())  # only decisive features in the SIS
+    assert float(_scores_alone(model, x, res.keep_mask(), torch.zeros(1, dtype=torch.long))[0]) >= 0.95
+
+
 def test_auto_is_the_default_and_shortlist_sets_its_screening() -> None:
     net = _conv_net(5, 7)
     x = torch.randn(2, 2, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
