@@ -32,6 +32,8 @@ _BIG = np.iinfo(np.int64).max
 
 def _to_device(parts: list[np.ndarray], device: torch.device) -> list[Tensor]:
     """Move int64 host arrays to ``device`` in one transfer; return them as (views of) separate tensors."""
+    if device.type == "cpu":  # no transfer: share the arrays' memory
+        return [torch.from_numpy(p) for p in parts]
     moved = torch.from_numpy(np.concatenate(parts)).to(device)
     return list(torch.split(moved, [int(p.size) for p in parts]))
 
