@@ -81,6 +81,8 @@ class AutoBackSelect:
         # whether the last block was screened, and whether the next step must screen (after a guarded undo)
         self._last_screened = torch.zeros(n, dtype=torch.bool, device=device)
         self._force_screen = torch.zeros(n, dtype=torch.bool, device=device)
+        # the largest next block of any kind: half a block that backtracking took back (one step only)
+        self._next_max = torch.full((n,), problem.max_features + 1, dtype=torch.long, device=device)
         end = self.options.endgame
         bs = problem.batch_size
         with progress_bar(int(state.remaining.sum()), desc, show_progress, unit="feature") as bar:
@@ -153,6 +155,8 @@ class AutoBackSelect:
                 undone = int(self._last_block[back].sum())
                 self._cap[back] = torch.clamp(self._last_block[back] // 2, min=1)
                 self._force_screen[chunk[guarded]] = True
+                backtracked = chunk[overshot & ~guarded]
+                self._next_max[backtracked] = torch.clamp(self._last_block[backtracked] // 2, min=1)
                 self._undo(state, back)
                 chunk = chunk[~overshot]
                 if chunk.numel() == 0:
@@ -186,7 +190,7 @@ class AutoBackSelect:
             wide = near & (wide_block >= a.shortlist)
             grad_block = torch.where(wide, wide_block, grad_block)
             screening = screening | (near & ~wide)
-        block = torch.where(screening, screen_block, grad_block)
+        block = torch.minimum(torch.where(screening, screen_block, grad_block), self._next_max[chunk])
         s = torch.nonzero(screening).flatten()
         if s.numel() > 0:
             s_keys = None if keys is None else keys[s]
@@ -201,6 +205,7 @@ class AutoBackSelect:
         self._last_value[chunk] = steer
         self._last_screened[chunk] = screening
         self._force_screen[chunk] = False
+        self._next_max[chunk] = problem.max_features + 1
         return int(block.sum()) - undone
 
     def _undo(self, state: SelectionState, back: Tensor) -> None:

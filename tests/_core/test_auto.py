@@ -125,6 +125,27 @@ def test_a_large_input_starting_near_the_threshold_stays_logarithmic() -> None:
     assert float(_scores_alone(model, x, res.keep_mask(), torch.zeros(1, dtype=torch.long))[0]) >= 0.95
 
 
+def test_backtracking_a_screened_block_halves_the_next_block() -> None:
+    """The score falls off a cliff once fewer than 42 of 64 features remain. From 44 features every single removal
+    looks free, so the screened block of 4 goes and crosses the threshold: backtracking must take a smaller block
+    next (it once retook the same screened block forever)."""
+    calls = 0
+
+    def model(z: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls > 5_000:
+            raise RuntimeError("backward selection does not terminate")
+        kept = z.flatten(1).sum(dim=1, keepdim=True)  # inputs of ones: the number of features kept
+        lead = 10.0 * torch.tanh(5.0 * (kept - 41.5))
+        return torch.cat([lead, torch.zeros_like(lead), torch.zeros_like(lead)], dim=1)
+
+    x = torch.ones(1, 64, dtype=torch.float64)
+    k = AutoK(backtrack=True, endgame=4)
+    res = batched_gradient_sis(model, x, threshold=0.95, k=k, feature_mask=torch.arange(64)[None], batch_size=64)
+    assert res[0].size == 42  # the cliff: any 42 features are sufficient, 41 are not
+
+
 def test_auto_is_the_default_and_shortlist_sets_its_screening() -> None:
     net = _conv_net(5, 7)
     x = torch.randn(2, 2, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
