@@ -155,7 +155,9 @@ class AutoBackSelect:
                 undone = int(self._last_block[back].sum())
                 self._cap[back] = torch.clamp(self._last_block[back] // 2, min=1)
                 self._force_screen[chunk[guarded]] = True
-                backtracked = chunk[overshot & ~guarded]
+                # with backtracking, a guarded block halves the next block too (the screened block forced after
+                # it could otherwise cross, be taken back and alternate with the guarded one forever)
+                backtracked = chunk[overshot] if a.backtrack else chunk[overshot & ~guarded]
                 self._next_max[backtracked] = torch.clamp(self._last_block[backtracked] // 2, min=1)
                 self._undo(state, back)
                 chunk = chunk[~overshot]
