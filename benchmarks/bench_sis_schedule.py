@@ -386,14 +386,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 4.5), layout="constrained")
-    markers = "o^v<>DPX*hs"
+    markers = "o^v<>DPX*hsd"
+    colors = plt.get_cmap("tab20").colors  # 20 colours x 11 markers: no two schedules drawn alike
     for i, r in enumerate(result["schedules"]):
         default = r["schedule"] == "auto (default)"
         ax.scatter(
             r["forward_equivalents_per_image"],
             r["size_ratio_of_means"],
             marker="o" if default else markers[(i % (len(markers) - 1)) + 1],
-            color=f"C{i % 10}",
+            color=colors[(2 * i) % 20 + (i // 10) % 2],
             s=90 if default else 45,
             edgecolor="black" if default else "none",
             zorder=3,

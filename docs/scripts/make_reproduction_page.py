@@ -116,39 +116,40 @@ def _images(result: dict[str, Any]) -> str:
     return text
 
 
+#: The schedule the runs below used: ``k='auto'`` as it was before its guard (an earlier version of the package,
+#: whose ``AutoK(guard=0)`` is not today's: today's steers by a non-saturating score and caps screened blocks no
+#: more). Measured then by ``bench_sis_schedule.py --features pixels`` on the 4 single-pixel references; the
+#: numbers are those of ``benchmarks/results/sis_schedule_pixels_cpu.json`` at commit 8eebad2.
+EARLIER_SCHEDULE = {"ratio": 0.882, "mean_ratio": 1.333, "largest": 2.5, "fe": 777, "images": 4, "commit": "8eebad2"}
+
+
 def _schedule_ratio() -> tuple[str, str]:
-    """The measured SIS-size ratio to exact BackSelect of the schedule the runs below used (``k='auto'`` before
-    its guard, ``AutoK(guard=0)``) and of today's default, and where they come from."""
+    """The measured SIS-size ratio to exact BackSelect of the schedule the runs below used (an earlier
+    ``k='auto'``, :data:`EARLIER_SCHEDULE`) and of today's default, and where they come from."""
+    e = EARLIER_SCHEDULE
+    earlier = (
+        f"{e['ratio']:.3f} (mean of per-image ratios {e['mean_ratio']:.3f}, largest {e['largest']:.2f}; "
+        f"{e['fe']:,} forward-equivalents per image) on {e['images']} ResNet20 test images for the schedule these "
+        "runs used (``k='auto'`` of an earlier version, before its guard; "
+        f"``benchmarks/results/sis_schedule_pixels_cpu.json`` at commit {e['commit']})"
+    )
     for path in sorted(BENCHMARKS.glob("sis_schedule_pixels*_cpu.json")):
         bench = _load(path)
         if not bench:
             continue
         rows = {str(r.get("schedule", "")): r for r in bench.get("schedules", [])}
-        used = rows.get("auto guard=0")
         default = rows.get("auto (default)")
-        if used is None and default is None:
+        if default is None:
             continue
-
-        def describe(row: dict[str, Any]) -> str:
-            return (
-                f"{row['size_ratio_of_means']:.3f} (mean of per-image ratios {row['mean_size_ratio']:.3f}, "
-                f"largest {row['max_size_ratio']:.2f}; {row['forward_equivalents_per_image']:,.0f} "
-                "forward-equivalents per image)"
-            )
-
-        where = f"on {bench['images']} ResNet20 test images at threshold {bench['threshold']}"
-        if used is not None and default is not None:
-            text = (
-                f"{describe(used)} {where} for the schedule these runs used (``k='auto'`` before its guard, "
-                f"``AutoK(guard=0)``), and {describe(default)} for today's default ``k='auto'``"
-            )
-        else:
-            row = used if used is not None else default
-            assert row is not None
-            text = f"{describe(row)} {where}, schedule ``{row['schedule']}``"
-        return text, f"``benchmarks/results/{path.name}``"
+        today = (
+            f"{default['size_ratio_of_means']:.3f} (mean of per-image ratios {default['mean_size_ratio']:.3f}, "
+            f"largest {default['max_size_ratio']:.2f}; {default['forward_equivalents_per_image']:,.0f} "
+            f"forward-equivalents per image) on {bench['images']} images at threshold {bench['threshold']} for "
+            "today's default ``k='auto'``"
+        )
+        return f"{earlier}, and {today}", f"``benchmarks/results/{path.name}``"
     return (
-        "not measured in this checkout (the lead's benchmark writes it: "
+        f"{earlier}; today's default is not measured in this checkout (the lead's benchmark writes it: "
         "``python benchmarks/bench_sis_schedule.py --features pixels``)",
         "no ``benchmarks/results/sis_schedule_pixels*_cpu.json``",
     )
