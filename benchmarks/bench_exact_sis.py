@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "_smoke"
         if args.smoke
         else ("_small" if args.only == "small" else (f"_{args.only}x{args.only}" if args.only else ""))
-    )
+    ) + ("_measured" if args.batch_size == "measured" else "")
     out = args.out or RESULTS / f"exact_sis_{device.type}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
