@@ -9,7 +9,8 @@ stored, so the run can be interrupted and resumed. ``benchmarks/bench_sis_schedu
 against these files.
 
 Cost: ``d (d + 1) / 2`` forward rows per image: 32,896 for 2x2-pixel features (``--features superpixels``, about
-2 minutes per image on one CPU thread) and 524,800 for single pixels (``--features pixels``, about 30 minutes).
+20-25 s per image on one CPU thread) and 524,800 for single pixels (``--features pixels``, 5-8 minutes; the
+first four took 23-40 minutes while other jobs shared the machine).
 
 Examples::
 
