@@ -24,7 +24,7 @@ from torch import Tensor
 from sis_attr._core.exact import exact_backselect
 from sis_attr._core.gradient import SelectionState, score_and_grad, screen, top_ranked
 from sis_attr._core.problem import SISProblem
-from sis_attr._core.schedule import AutoK, _log_odds
+from sis_attr._core.schedule import AutoK, _log_odds, predicted_lead
 from sis_attr._core.ties import tie_keys
 from sis_attr._progress import progress_bar
 
@@ -228,11 +228,7 @@ class AutoBackSelect:
         the softmax score) stays within half the margin."""
         cols = torch.arange(ranked.shape[1], device=ranked.device).unsqueeze(0)
         drops = g.gather(1, ranked).double().masked_fill(cols >= rem.unsqueeze(1), float("-inf"))
-        cum = torch.cumsum(drops, dim=1)
-        if self.log_space:
-            cum = cum / _log_odds(value.double())[1].unsqueeze(1)  # d log-odds = d log p / (1 - p)
-        ok = cum >= -0.5 * margin.unsqueeze(1)
-        return torch.cumprod(ok.long(), dim=1).sum(dim=1)
+        return predicted_lead(value, drops, margin, 0.5, self.log_space)
 
     def _safe_prefix(self, value: Tensor, exact: Tensor, margin: Tensor) -> Tensor:
         """Longest prefix of the screened removals (best first) whose summed exact drops stay within half the

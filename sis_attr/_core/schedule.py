@@ -194,20 +194,15 @@ class AdaptiveSchedule:
 
     def block_sizes(self, remaining: Tensor, value: Tensor, sorted_grad: Tensor, log_space: bool) -> Tensor:
         a = self.options
-        cum = torch.cumsum(sorted_grad.double(), dim=1)
         v = value.double()
         if log_space:
             # steer in log-odds: near p = 1 log p hardly moves, so its margin to a threshold like 0.99 is tiny
             # while the evidence (logits) can still fall a long way before the score crosses it
-            v_lo, one_minus_p = _log_odds(v)
             t_lo, _ = _log_odds(torch.tensor(self.threshold_space, dtype=torch.float64, device=v.device))
-            margin = (v_lo - t_lo).unsqueeze(1)
-            cum = cum / one_minus_p.unsqueeze(1)  # d log-odds = d log p / (1 - p)
+            margin = _log_odds(v)[0] - t_lo
         else:
-            margin = (v - self.threshold_space).unsqueeze(1)
-        above = margin >= 0
-        ok = torch.where(above, cum >= -a.caution * margin, cum <= -a.caution * margin)
-        lead = torch.cumprod(ok.long(), dim=1).sum(dim=1)  # length of the leading run of predicted-safe prefixes
+            margin = v - self.threshold_space
+        lead = predicted_lead(v, sorted_grad, margin, a.caution, log_space)
         cap = torch.clamp(torch.floor(remaining.double() * a.max_fraction).long(), min=a.min_k)
         return torch.minimum(torch.clamp(lead, min=a.min_k), cap)
 
@@ -222,6 +217,20 @@ def _log_odds(log_p: Tensor) -> tuple[Tensor, Tensor]:
     """``log(p / (1 - p))`` and ``1 - p`` from ``log p`` (float64, safe where ``p`` rounds to 1)."""
     one_minus_p = torch.clamp(-torch.expm1(log_p), min=1e-300)
     return log_p - torch.log(one_minus_p), one_minus_p
+
+
+def predicted_lead(value: Tensor, sorted_grad: Tensor, margin: Tensor, caution: float, log_space: bool) -> Tensor:
+    """Per row, the length of the leading run of prefixes of ``sorted_grad`` (the gradients of the features in
+    removal order; ``-inf`` past a row's features) whose first-order predicted change of the score (their sum)
+    stays on the current side of the threshold by at least ``1 - caution`` of ``margin``. With ``log_space`` the
+    scores ``value`` are log-probabilities and ``margin`` is in log-odds, so the sums are converted to log-odds
+    (``d log-odds = d log p / (1 - p)``)."""
+    cum = torch.cumsum(sorted_grad.double(), dim=1)
+    if log_space:
+        cum = cum / _log_odds(value.double())[1].unsqueeze(1)
+    m = margin.unsqueeze(1)
+    ok = torch.where(m >= 0, cum >= -caution * m, cum <= -caution * m)
+    return torch.cumprod(ok.long(), dim=1).sum(dim=1)
 
 
 _K_EXPECTED = "a positive integer, a fraction in (0, 1), 'auto', 'adaptive', an AutoK or an AdaptiveK"
