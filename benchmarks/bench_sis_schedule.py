@@ -445,28 +445,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="--timing: runs (the median ratio counts)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.timing:
-        result = run_timing(args)
-        out = RESULTS / f"sis_schedule_timing{args.tag}_cpu.json"
+
+    def write(result: dict[str, Any], out: Path) -> None:
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {out}")
+
+    if args.timing:
+        write(run_timing(args), RESULTS / f"sis_schedule_timing{args.tag}_cpu.json")
         return 0
     if args.inception:
-        result = run_inception(args)
-        out = RESULTS / f"sis_schedule_inception{args.tag}_{torch.device(args.device).type}.json"
-        out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {out}")
+        write(run_inception(args), RESULTS / f"sis_schedule_inception{args.tag}_{torch.device(args.device).type}.json")
         return 0
-    name = f"sis_schedule_{args.features}{args.tag}_cpu"
-    out = RESULTS / f"{name}.json"
+    out = RESULTS / f"sis_schedule_{args.features}{args.tag}_cpu.json"
     if args.plot_only:
         result = json.loads(out.read_text())
     else:
         result = run(args)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        write(result, out)
     DOCS_STATIC.mkdir(parents=True, exist_ok=True)
-    plot(result, DOCS_STATIC / f"schedule_frontier_{args.features}{args.tag}.png")
-    print(f"wrote {out}")
+    figure = DOCS_STATIC / f"schedule_frontier_{args.features}{args.tag}.png"
+    plot(result, figure)
+    print(f"wrote {figure}")
     return 0
 
 
