@@ -83,6 +83,10 @@ class AutoBackSelect:
         self._force_screen = torch.zeros(n, dtype=torch.bool, device=device)
         # the largest next block of any kind: half a block that backtracking took back (one step only)
         self._next_max = torch.full((n,), problem.max_features + 1, dtype=torch.long, device=device)
+        # the gradient and scores measured before the last block: a block taken back restores that state, so
+        # its step goes on with them instead of measuring them again
+        self._prev_grad: Tensor | None = None
+        self._prev_value = torch.full((n,), float("nan"), dtype=torch.float64, device=device)
         end = self.options.endgame
         bs = problem.batch_size
         with progress_bar(int(state.remaining.sum()), desc, show_progress, unit="feature") as bar:
@@ -159,15 +163,18 @@ class AutoBackSelect:
                 # it could otherwise cross, be taken back and alternate with the guarded one forever)
                 backtracked = chunk[overshot] if a.backtrack else chunk[overshot & ~guarded]
                 self._next_max[backtracked] = torch.clamp(self._last_block[backtracked] // 2, min=1)
+                # the state before the block comes back with the scores and gradient measured there, and this
+                # step goes on from it (screened after a guard, with half the block after backtracking)
+                steer = torch.where(overshot, self._last_value[chunk], steer)
                 self._undo(state, back)
-                chunk = chunk[~overshot]
-                if chunk.numel() == 0:
-                    return -undone
-                keep_sel = ~overshot
-                rows, v, g, margin = rows[keep_sel], v[keep_sel], g[keep_sel], margin[keep_sel]
-                steer = steer[keep_sel]
-                keys = None if keys is None else keys[keep_sel]
                 keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
+                v = torch.where(overshot, self._prev_value[chunk].to(v.dtype), v)
+                if self._prev_grad is None:  # pragma: no cover - a block was removed, so a gradient was kept
+                    raise RuntimeError("no gradient kept for the block taken back")
+                g = torch.where(overshot.unsqueeze(1), self._prev_grad[chunk].to(g.dtype), g)
+                margin = self._margin(steer)
+                if margin is None:  # pragma: no cover - margin and before come from the same threshold
+                    raise RuntimeError("no threshold to backtrack by")
         state.values[chunk, step_c] = v
         screening = (rem_c <= a.screen_at) | self._force_screen[chunk]
         near = torch.zeros_like(screening)
@@ -203,6 +210,11 @@ class AutoBackSelect:
             if margin is not None:
                 block[s] = torch.minimum(block[s], self._safe_prefix(steer[s], exact, margin[s]))
         state.remove(chunk, ranked, block)
+        if margin is not None and (a.backtrack or a.guard > 0):
+            if self._prev_grad is None:
+                self._prev_grad = torch.zeros(state.keep.shape, dtype=g.dtype, device=g.device)
+            self._prev_grad[chunk] = g
+            self._prev_value[chunk] = v.double()
         self._last_block[chunk] = block
         self._last_value[chunk] = steer
         self._last_screened[chunk] = screening

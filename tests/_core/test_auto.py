@@ -146,6 +146,38 @@ def test_backtracking_a_screened_block_halves_the_next_block() -> None:
     assert res[0].size == 42  # the cliff: any 42 features are sufficient, 41 are not
 
 
+def test_a_block_taken_back_is_not_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the guard takes a block back, the step goes on with the gradient measured before that block: no
+    gradient pass returns to the state measured two passes earlier (A, B, A), which cost one wasted pass per
+    take-back before."""
+    import sis_attr._core.auto as auto_module
+
+    undone = 0
+    undo = auto_module.AutoBackSelect._undo
+
+    def counting_undo(self: auto_module.AutoBackSelect, state: object, back: torch.Tensor) -> None:
+        nonlocal undone
+        undone += int(back.numel())
+        undo(self, state, back)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auto_module.AutoBackSelect, "_undo", counting_undo)
+    net = _conv_net(1, 7)
+    x = torch.randn(4, 2, 7, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)[:1] * 2
+    states: list[tuple[float, ...]] = []
+
+    def model(z: torch.Tensor) -> torch.Tensor:
+        if z.requires_grad:  # one image: every gradient pass has one row, its state
+            states.append(tuple(z.detach().flatten().tolist()))
+        return net(z)
+
+    k = AutoK(guard=0.3, endgame=4, screen_at=8, shortlist=4)
+    res = batched_gradient_sis(model, x, threshold=0.8, k=k, batch_size=8)
+    assert undone == 1  # the guard acted
+    assert all(states[i] != states[i - 2] for i in range(2, len(states)))
+    alone = _scores_alone(net, x, res.keep_mask(), torch.as_tensor([res[0].target]))
+    assert float(alone[0]) >= 0.8
+
+
 def test_auto_is_the_default_and_shortlist_sets_its_screening() -> None:
     net = _conv_net(5, 7)
     x = torch.randn(2, 2, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
