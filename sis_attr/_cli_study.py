@@ -87,7 +87,12 @@ def add_study_parser(sub: Any) -> None:
     make.add_argument(
         "--threshold", type=_probability, default=0.99, help="minimum model confidence (default: %(default)s)"
     )
-    make.add_argument("--method", choices=("exact", "gradient"), default="exact", help="backward selection method")
+    make.add_argument(
+        "--method",
+        choices=("exact", "gradient"),
+        default="gradient",
+        help="backward selection method (default: gradient, with the automatic schedule k=auto)",
+    )
     make.add_argument("--k", type=_k_value, default=None, help="gradient method: features removed per step")
     make.add_argument("--shortlist", type=_positive_int, help="gradient method: exact choice among the best M")
     make.add_argument(

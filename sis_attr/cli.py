@@ -610,7 +610,12 @@ def _build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--labels-key", default="y", help=".npz array of labels (default: %(default)s)")
     aud.add_argument("--grayscale", action="store_true", help="read image folders as one-channel images")
     aud.add_argument("--limit", type=_positive_int, metavar="N", help="audit at most N images")
-    aud.add_argument("--method", choices=("exact", "gradient"), default="exact", help="backward selection method")
+    aud.add_argument(
+        "--method",
+        choices=("exact", "gradient"),
+        default="gradient",
+        help="backward selection method (default: gradient, with the automatic schedule k=auto)",
+    )
     aud.add_argument("--threshold", type=_probability, default=0.99, help="SIS threshold (default: %(default)s)")
     aud.add_argument("--fraction", type=_probability, default=0.05, help="subset fraction (default: %(default)s)")
     aud.add_argument(

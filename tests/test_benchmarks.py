@@ -50,3 +50,36 @@ def test_batch_size_benchmark_smoke(tmp_path: Path) -> None:
         (probed,) = case["probed_sizes"]
         assert str(probed) in case["rows_per_second_median"]  # the probed size was swept too
         assert 0 < case["worst_probed_over_best"] <= 1
+
+
+def test_gradient_ranking_is_perfect_where_the_gradient_is_exact() -> None:
+    """With two classes and logits linear in the input the log-odds are linear, so the gradient ranks every
+    single removal exactly as measured: rank correlation 1, and its first 5% are exact's first 5%."""
+    import torch
+
+    bench = _load("bench_gradient_ranking")
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 3 * 8 * 8, generator=gen)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(w)
+    x = torch.randn(1, 3, 8, 8, generator=gen)
+    row = bench.measure(model, x, 0, torch.arange(64).reshape(1, 1, 8, 8), batch=16)
+    assert abs(row["spearman"] - 1.0) < 1e-9
+    assert abs(row["gradient_top5pct_mean_change"] - row["exact_top5pct_mean_change"]) < 1e-9
+    assert row["exact_top5pct_mean_change"] > row["random_mean_change"]
+
+
+def test_gradient_ranking_benchmark_on_real_images(tmp_path: Path, shared_data: Path) -> None:
+    bench = _load("bench_gradient_ranking")
+    out = tmp_path / "ranking.json"
+    assert bench.main(["--images", "1", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    for features, d in (("pixels", 1024), ("superpixels", 256)):
+        case = saved["features"][features]
+        assert case["d"] == d and len(case["images"]) == 1
+        mean = case["mean"]
+        assert -1.0 <= mean["spearman"] <= 1.0
+        # exact's best 5% bound from above both the gradient's first 5% and the mean of all removals
+        assert mean["exact_top5pct_mean_change"] >= mean["gradient_top5pct_mean_change"]
+        assert mean["exact_top5pct_mean_change"] >= mean["random_mean_change"]

@@ -328,7 +328,7 @@ ERROR_CASES = {
     "output not writable": (["--out", "{ws}/factory.py/out"], "not a directory"),
     "mean without std": (["--mean", "0.5"], "--mean and --std"),
     "channels": (["--mean", "0.5", "0.5", "--std", "1", "1"], "one value per channel"),
-    "k with exact": (["--k", "4"], "gradient only"),
+    "k with exact": (["--method", "exact", "--k", "4"], "gradient only"),
     "bad device": (["--device", "tpu:0:1"], "--device"),
 }
 
@@ -425,7 +425,7 @@ def test_rerun_resumes_from_the_checkpoint_and_rebuilds_without_recomputing(
     assert second == first
     code, third, err = run(args, capsys)
     assert code == 0 and third == first and computed == [2]  # a finished run: the report is rebuilt
-    code, _, err = run([*args, "--method", "gradient"], capsys)
+    code, _, err = run([*args, "--method", "exact"], capsys)
     assert code == 2 and "will not mix results" in err and "another method" in err
 
 

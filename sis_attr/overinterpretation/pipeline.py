@@ -343,7 +343,7 @@ def audit(
     model: nn.Module,
     data: Any,
     *,
-    method: Literal["exact", "gradient"] = "exact",
+    method: Literal["exact", "gradient"] = "gradient",
     threshold: float = 0.99,
     fraction: float = 0.05,
     baselines: float | Tensor | None = 0.0,
@@ -401,13 +401,16 @@ def audit(
         ``(image, label)`` pairs, or a :class:`~torch.utils.data.DataLoader` over one in a fixed order, is read
         one block of images at a time, so memory follows the shard, not the data set (a dataset holding
         ``images`` and ``labels`` tensors without a ``transform`` is used as those tensors).
-    method : {"exact", "gradient"}, default "exact"
-        Exact backward selection (``d (d + 1) / 2`` forward passes per image for ``d`` features) or the
-        batched-gradient approximation (with ``k`` and ``shortlist``). Mind the cost of the default: with
-        per-pixel features a 32x32 image has ``d = 1024``, so exact selection runs the model 524,800 times per
-        image (about half an hour for a ResNet20 on a CPU core). For whole images pass ``method="gradient"``
-        (``k=0.05, shortlist=16``: about two seconds per CIFAR-10 image) or group pixels with ``feature_mask``
-        (:func:`block_feature_mask`); the documentation's "Choosing parameters" page has measured run times.
+    method : {"exact", "gradient"}, default "gradient"
+        ``"gradient"``: batched-gradient backward selection with ``k`` (by default the automatic schedule,
+        ``k="auto"``: about 900 forward-equivalents and 0.7 s per 32x32 CIFAR-10 image for a ResNet20 on one
+        CPU core). ``"exact"``: the paper's exact BackSelect, ``d (d + 1) / 2`` forward passes per image for
+        ``d`` features: 524,800 for a 32x32 image with per-pixel features (5-8 minutes per image for a
+        ResNet20 on a CPU core); group pixels with ``feature_mask`` (:func:`block_feature_mask`) to make it
+        affordable. On ResNet20 and real CIFAR-10 images the automatic schedule's SIS were 1.15x the size of
+        exact ones with 2x2-pixel features and 1.7x with single pixels (``benchmarks/bench_sis_schedule.py``);
+        the report states the measured ratio of the settings used, and the documentation's "Choosing
+        parameters" page has the frontier and run times.
     threshold : float, default 0.99
         SIS confidence threshold (the paper: 0.99 on CIFAR-10).
     fraction : float, default 0.05

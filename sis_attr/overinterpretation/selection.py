@@ -871,7 +871,7 @@ def backward_selection(
     model: nn.Module,
     images: Tensor | Dataset[Any] | DataLoader[Any],
     *,
-    method: Literal["exact", "gradient"] = "exact",
+    method: Literal["exact", "gradient"] = "gradient",
     baselines: float | Tensor | None = 0.0,
     feature_mask: Literal["pixel"] | Tensor | None = "pixel",
     target: int | Sequence[int] | Tensor | None = None,
@@ -910,10 +910,11 @@ def backward_selection(
         :class:`~torch.utils.data.Dataset` of images (or of ``(image, ...)`` tuples), or a
         :class:`~torch.utils.data.DataLoader` over one in a fixed order, read one shard at a time (memory follows
         the shard, not the data set).
-    method : {"exact", "gradient"}, default "exact"
-        ``"exact"``: exact BackSelect (``d (d + 1) / 2`` evaluations per image: 524,800 for a 32x32 image).
+    method : {"exact", "gradient"}, default "gradient"
         ``"gradient"``: :func:`sis_attr.functional.gradient_backselect`, removing ``k`` features per gradient
-        step, or with ``shortlist=M`` the exact choice among the ``M`` features the gradient ranks first.
+        step (by default the automatic schedule ``k="auto"``), or with ``shortlist=M`` the exact choice among
+        the ``M`` features the gradient ranks first. ``"exact"``: exact BackSelect (``d (d + 1) / 2``
+        evaluations per image: 524,800 for a 32x32 image with per-pixel features).
     baselines : float or Tensor, default 0.0
         Value of removed features (0: the mean pixel of normalised data), broadcastable to ``images``; None
         means 0, as in Captum. With a Dataset or DataLoader, one baseline for every image (broadcastable to

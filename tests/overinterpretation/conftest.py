@@ -72,7 +72,7 @@ def digits_members(digits: Digits, digits_model: nn.Module) -> list[nn.Module]:
 @pytest.fixture(scope="session")
 def digits_selection(digits: Digits, digits_model: nn.Module) -> SelectionResult:
     """Exact backward selection (pixel features) on the first test images."""
-    return backward_selection(digits_model, digits.test_images[:DIGITS_SELECTED], show_progress=False)
+    return backward_selection(digits_model, digits.test_images[:DIGITS_SELECTED], method="exact", show_progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ CIFAR-10

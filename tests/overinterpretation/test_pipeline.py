@@ -102,7 +102,8 @@ def test_summary_and_dict(toy_report: AuditReport) -> None:
     json.dumps(d, allow_nan=False)  # strict JSON: NaN became None
     assert d["mean_sis_size"] == 1.0 and d["n_images"] == N_IMAGES
     assert d["sis_heatmap"]["peak"] == list(toy_report.heatmap.peak())  # type: ignore[union-attr]
-    assert d["settings"]["method"] == "exact" and d["settings"]["features"] == "pixels"
+    assert d["settings"]["method"] == "gradient" and d["settings"]["k"] == "auto"  # the default: the automatic schedule
+    assert d["settings"]["features"] == "pixels"
     assert sorted(d["sis_sizes"]["thresholds"]) == [0.9, 0.95, 0.99]
 
 
@@ -354,7 +355,7 @@ def test_data_that_does_not_fit_the_model() -> None:
         ({"seed": True}, SISValueError, "seed"),
         ({"name": 3}, SISTypeError, "name"),
         ({"method": "fast"}, SISValueError, "method"),
-        ({"k": 4}, SISValueError, "gradient"),
+        ({"method": "exact", "k": 4}, SISValueError, "gradient"),
         ({"class_names": "abc"}, SISTypeError, "class_names"),
     ],
 )
@@ -508,4 +509,4 @@ def test_baseline_with_requires_grad_leaks_no_warning() -> None:
 def test_progress_bar_counts_images_with_rate_and_time_left(capsys: pytest.CaptureFixture[str]) -> None:
     audit(MarkReader().eval(), marked_digits(3), show_progress=True, n_examples=0, shard_size=1, chunk_size=1)
     err = capsys.readouterr().err
-    assert "Backward selection (exact)" in err and "3/3" in err and "image/s" in err
+    assert "Backward selection (gradient)" in err and "3/3" in err and "image/s" in err

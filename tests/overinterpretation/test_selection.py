@@ -20,7 +20,7 @@ from tests.overinterpretation.conftest import DIGITS_SELECTED, Digits
 
 def test_records_match_the_core_with_pixel_features(digits: Digits, digits_model: nn.Module) -> None:
     images = digits.test_images[:4]
-    sel = backward_selection(digits_model, images, show_progress=False)
+    sel = backward_selection(digits_model, images, method="exact", show_progress=False)
     core = backselect(digits_model, images, feature_mask=pixel_feature_mask((1, 8, 8)))
     assert [r.order.tolist() for r in sel.records] == [r.order.tolist() for r in core]
     for a, b in zip(sel.records, core, strict=True):
@@ -44,7 +44,7 @@ def test_chunking_does_not_change_results(digits: Digits, digits_model: nn.Modul
 def test_hybrid_with_full_shortlist_equals_exact(digits: Digits, digits_model: nn.Module) -> None:
     """With a shortlist covering every feature, the gradient-screened hybrid is exact BackSelect."""
     images = digits.test_images[:3]
-    exact = backward_selection(digits_model, images, show_progress=False)
+    exact = backward_selection(digits_model, images, method="exact", show_progress=False)
     hybrid = backward_selection(digits_model, images, method="gradient", k=1, shortlist=64, show_progress=False)
     assert hybrid.method == "gradient"
     assert [r.order.tolist() for r in hybrid.records] == [r.order.tolist() for r in exact.records]
@@ -156,8 +156,8 @@ def test_never_changes_the_model_and_warns_in_training_mode(digits: Digits) -> N
     ("kwargs", "error", "match"),
     [
         ({"method": "greedy"}, SISValueError, "The `method` parameter of backward_selection"),
-        ({"k": 4}, SISValueError, 'apply to method="gradient" only'),
-        ({"shortlist": 8}, SISValueError, 'apply to method="gradient" only'),
+        ({"method": "exact", "k": 4}, SISValueError, 'apply to method="gradient" only'),
+        ({"method": "exact", "shortlist": 8}, SISValueError, 'apply to method="gradient" only'),
         ({"method": "gradient", "k": 0}, SISValueError, "The `k` parameter of backward_selection"),
         ({"target": 10}, SISValueError, r"must be made of class indices in \[0, 9\]"),
         ({"target": [1, 2, 3]}, SISValueError, r"one entry per example \(2\)\. Got 3 entries"),

@@ -63,7 +63,7 @@ def test_checkpointed_run_writes_shards_and_equals_the_in_memory_run(tmp_path: P
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     ident = manifest["identity"]
     assert manifest["complete"] and manifest["n_shards"] == 4 and manifest["shard_size"] == 3
-    assert ident["data"] == {"n_images": 10, "image_shape": [1, 4, 4]} and ident["method"] == "exact"
+    assert ident["data"] == {"n_images": 10, "image_shape": [1, 4, 4]} and ident["method"] == "gradient"
     assert len(ident["model"]["state_dict_sha256"]) == 64 and ident["package_version"]
     meta = ShardStore.existing(tmp_path, "test").entry(3)
     assert meta is not None and (meta["start"], meta["stop"]) == (9, 10) and len(meta["data_sha256"]) == 64
@@ -110,7 +110,7 @@ def test_refuses_to_mix_models_data_methods_and_parameters(tmp_path: Path) -> No
         ({"model": _model(seed=1)}, "another model"),
         ({"images": _images(6, seed=5)}, r"images 0\.\.1 differ"),
         ({"images": _images(7)}, "other data"),
-        ({"method": "gradient"}, "another method"),
+        ({"method": "exact"}, "another method"),
         ({"baselines": 0.5}, "other parameters"),
         (
             {"feature_mask": torch.arange(4).reshape(2, 2).repeat_interleave(2, 0).repeat_interleave(2, 1)},

@@ -91,7 +91,7 @@ def test_score_errors_are_one_line(inputs: Path, tmp_path: Path, capsys: pytest.
 
 
 def test_make_errors(inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert make(inputs, "--out", str(tmp_path / "s"), "--k", "4") == 2
+    assert make(inputs, "--out", str(tmp_path / "s"), "--method", "exact", "--k", "4") == 2
     assert "--k and --shortlist apply to --method gradient only" in capsys.readouterr().err
     assert make(inputs, "--out", str(tmp_path / "s"), "--per-class", "40") == 2
     assert "needs 40 images per class" in capsys.readouterr().err

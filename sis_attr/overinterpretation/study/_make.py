@@ -481,7 +481,7 @@ def make_study(
     classes: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
     threshold: float = 0.99,
-    method: Literal["exact", "gradient"] = "exact",
+    method: Literal["exact", "gradient"] = "gradient",
     baselines: float | Tensor | None = 0.0,
     feature_mask: Literal["pixel"] | Tensor | None = "pixel",
     k: int | float | str | AdaptiveK | None = None,

@@ -15,16 +15,22 @@ from tests.overinterpretation.test_pipeline import MarkReader, marked_digits
 
 @pytest.fixture(scope="session")
 def report() -> AuditReport:
-    """MarkReader on 10 marked digits; class and model names full of HTML and mathtext."""
+    """MarkReader on 10 marked digits, exact selection; class and model names full of HTML and mathtext."""
     d = marked_digits(10)
     names = (EVIL, "b&c", "$x$ <i>", *(str(i) for i in range(3, 10)))
-    full = audit(MarkReader().eval(), (d.images, d.labels, names), name=f"model {EVIL} $\\frac$ $", show_progress=False)
+    full = audit(
+        MarkReader().eval(),
+        (d.images, d.labels, names),
+        method="exact",
+        name=f"model {EVIL} $\\frac$ $",
+        show_progress=False,
+    )
     return dataclasses.replace(full, sis_size_curve=None)  # audit computes the curve; these tests add it by hand
 
 
 @pytest.fixture(scope="session")
 def other() -> AuditReport:
-    """A random linear model on 6 marked digits (threshold 0.5, 3 examples)."""
+    """A random linear model on 6 marked digits (threshold 0.5, 3 examples), the default method (k="auto")."""
     d = marked_digits(6)
     linear = torch.nn.Linear(64, 10)
     torch.nn.init.normal_(linear.weight, std=0.5, generator=torch.Generator().manual_seed(0))
