@@ -66,6 +66,9 @@ def test_gradient_ranking_is_perfect_where_the_gradient_is_exact() -> None:
     x = torch.randn(1, 3, 8, 8, generator=gen)
     row = bench.measure(model, x, 0, torch.arange(64).reshape(1, 1, 8, 8), batch=16)
     assert abs(row["spearman"] - 1.0) < 1e-9
+    # the smoothed gradients average positive multiples of the same vector: the same ranking
+    assert abs(row["spearman_integrated_gradients"] - 1.0) < 1e-9
+    assert abs(row["spearman_expected_gradients"] - 1.0) < 1e-9
     assert abs(row["gradient_top5pct_mean_change"] - row["exact_top5pct_mean_change"]) < 1e-9
     assert row["exact_top5pct_mean_change"] > row["random_mean_change"]
 
