@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["class_name", "fmt_num", "fmt_pct", "fmt_signed", "json_safe"]
+__all__ = ["class_name", "fmt_gradient_settings", "fmt_num", "fmt_pct", "fmt_signed", "json_safe"]
 
 
 def fmt_pct(x: float | None, digits: int = 1) -> str:
@@ -50,3 +50,8 @@ def json_safe(obj: Any) -> Any:
     if hasattr(obj, "item"):  # numpy scalars
         return json_safe(obj.item())
     return str(obj)
+
+
+def fmt_gradient_settings(k: object, shortlist: object) -> str:
+    """``"k=auto"`` or ``"k=0.05, shortlist=16"``: the shortlist only when there is one."""
+    return f"k={k}" if shortlist is None else f"k={k}, shortlist={shortlist}"

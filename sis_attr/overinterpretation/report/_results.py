@@ -24,7 +24,14 @@ from sis_attr.overinterpretation.confidence import ConfidenceDrop
 from sis_attr.overinterpretation.heatmap import LocationHeatmap
 from sis_attr.overinterpretation.leakage import MaskShapeLeakage
 from sis_attr.overinterpretation.report import _references as ref
-from sis_attr.overinterpretation.report._format import class_name, fmt_num, fmt_pct, fmt_signed, json_safe
+from sis_attr.overinterpretation.report._format import (
+    class_name,
+    fmt_gradient_settings,
+    fmt_num,
+    fmt_pct,
+    fmt_signed,
+    json_safe,
+)
 from sis_attr.overinterpretation.selection import SelectionResult
 from sis_attr.overinterpretation.sis_size import MeanSISSizeCurve, SISSizeStatistics
 from sis_attr.overinterpretation.smoothing import SmoothedSIS
@@ -466,12 +473,13 @@ def is_warning_note(note: str) -> bool:
 
 
 def describe_method(report: AuditReport) -> str:
-    """``"exact backward selection"`` or ``"gradient backward selection (k=0.05, shortlist=16)"``."""
+    """``"exact backward selection"``, ``"gradient backward selection (k=auto)"`` or ``"gradient backward selection
+    (k=0.05, shortlist=16)"``."""
     method = str(report.settings.get("method", report.selection.method))
     if method != "gradient":
         return f"{method} backward selection"
     k, shortlist = report.settings.get("k", "?"), report.settings.get("shortlist")
-    return f"gradient backward selection (k={k}, shortlist={shortlist})"
+    return f"gradient backward selection ({fmt_gradient_settings(k, shortlist)})"
 
 
 def _drop_text(report: AuditReport) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sis_attr.overinterpretation.report import _references as ref
-from sis_attr.overinterpretation.report._format import fmt_pct, fmt_signed
+from sis_attr.overinterpretation.report._format import fmt_gradient_settings, fmt_pct, fmt_signed
 
 if TYPE_CHECKING:
     from sis_attr.overinterpretation.report._results import AuditReport
@@ -201,16 +201,17 @@ def _method_caveat(report: AuditReport) -> str:
     method = str(settings.get("method", report.selection.method))
     if method == "exact":
         return "Exact backward selection, as in the paper."
-    k, shortlist = str(settings.get("k", "?")), str(settings.get("shortlist", None))
-    known = ref.GRADIENT_SIZE_RATIOS.get((k, shortlist))
+    k, shortlist = settings.get("k", "?"), settings.get("shortlist", None)
+    known = ref.GRADIENT_SIZE_RATIOS.get((str(k), str(shortlist)))
     measured = (
         f"these settings gave SIS {known[0]:.2f}x the size of exact ones ({known[1]})"
         if known is not None
         else "the ratio of these settings' SIS sizes to exact ones has not been measured"
     )
     return (
-        f"Gradient backward selection (k={k}, shortlist={shortlist}) approximates the paper's exact selection and "
-        f"can find larger SIS and less predictive subsets, so the signs above are conservative; {measured}."
+        f"Gradient backward selection ({fmt_gradient_settings(k, shortlist)}) approximates the paper's exact "
+        "selection and can find larger SIS and less predictive subsets, so the signs above are conservative; "
+        f"{measured}."
     )
 
 

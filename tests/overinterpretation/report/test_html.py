@@ -126,7 +126,7 @@ def test_comparison_links_each_report_back_and_states_the_settings(
     index = save_comparison({"marks": report, "linear": other}, tmp_path / "c", title="Two models")
     text = index.read_text(encoding="utf-8")
     assert "<th>method" in text and "exact backward selection" in text
-    assert "gradient backward selection (k=auto, shortlist=None)" in text  # `other` ran with the default method
+    assert "gradient backward selection (k=auto)" in text  # `other` ran with the default method
     assert "<h2>Verdicts</h2>" in text and str(markupsafe.escape(report.verdict()["headline"])) in text
     for sub in ("marks", "linear"):
         page = (tmp_path / "c" / sub / "index.html").read_text(encoding="utf-8")
