@@ -819,10 +819,15 @@ def _run_audit(args: argparse.Namespace) -> int:
             controls=not args.no_controls,
             **options,
         )
+    baseline = report.settings.get("baseline")
+    if args.mean is not None and args.mask_space == "normalized":
+        # the model saw the colour that normalises to --baseline: say both, in the spaces they belong to
+        baseline = f"{args.baseline:g} after normalisation (the colour {baseline} in the input images)"
     report = dataclasses.replace(
         report,
         settings={
             **report.settings,
+            "baseline": baseline,
             "command": "sis-attr audit",
             "model factory": args.model,
             "weights": args.weights or "(none: the factory's own)",

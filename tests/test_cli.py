@@ -214,7 +214,10 @@ def test_audit_gradient_method(workspace: Path, capsys: pytest.CaptureFixture[st
     assert code == 0, err
     payload = json.loads((workspace / "out" / "report.json").read_text())["report"]
     assert payload["settings"]["method"] == "gradient" and payload["settings"]["shortlist"] == 4
-    assert payload["settings"]["baseline"] == "[0.5] (per channel)"  # mask space "normalized": 0 after normalising
+    # mask space "normalized": 0 after normalising, which is the colour 0.5 of the [0, 1] images
+    baseline = "0 after normalisation (the colour [0.5] (per channel) in the input images)"
+    assert payload["settings"]["baseline"] == baseline
+    assert "Removed features were set to 0 after normalisation (the colour [0.5]" in payload["verdict"]["caveats"][1]
 
 
 def test_unsafe_pickle_needs_the_flag(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:

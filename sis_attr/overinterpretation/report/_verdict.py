@@ -220,7 +220,8 @@ def _caveats(report: AuditReport) -> tuple[str, ...]:
     caveats = [_method_caveat(report)]
     baseline = settings.get("baseline", "?")
     space = settings.get("mask space")
-    where = f" ({space} space)" if space else ""
+    # "normalized": the CLI's baseline already says "after normalisation" and the colour it became
+    where = f" ({space} space)" if space and space != "normalized" else ""
     caveats.append(
         f"Removed features were set to {baseline}{where}. The paper masks with the data set's mean pixel (0 for "
         "normalised inputs); with another baseline, such as black for [0, 1] images, SIS sizes are not comparable "
