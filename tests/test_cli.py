@@ -292,7 +292,7 @@ def test_audit_pretrained_resnet20_on_real_cifar10(
     assert payload["n_images"] == 2 and payload["n_features"] == 64 and payload["image_shape"] == [3, 32, 32]
     assert payload["class_names"][:2] == ["airplane", "automobile"]
     assert payload["accuracy"] == 1.0  # test images 0 (cat) and 1 (ship): ResNet20 gets both right
-    assert payload["settings"]["baseline"].startswith("[0.485, 0.456, 0.406]")
+    assert payload["settings"]["baseline"].startswith("0 after normalisation (the colour [0.485, 0.456, 0.406]")
     assert payload["n_confident"] >= 1 and 1 <= payload["mean_sis_size"] < 64
     assert payload["settings"]["shortlist"] == 8 and payload["settings"]["features"] == "4x4 superpixels"
     for ref in referenced_files(tmp_path / "out" / "index.html"):
