@@ -10,22 +10,19 @@ a folder holding the one page to give to participants, and a key file beside it 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-
 from sis_attr.cli import (
-    _k_value,
+    _add_input_options,
+    _add_normalisation_options,
+    _add_selection_options,
+    _images_of,
+    _model_and_baselines,
     _non_negative_int,
     _positive_int,
     _probability,
     _resolve_device,
-    load_data,
-    load_model,
-    load_weights,
 )
 from sis_attr.exceptions import CLIError
 
@@ -56,21 +53,7 @@ def add_study_parser(sub: Any) -> None:
         ),
         epilog="Model and data options are those of 'sis-attr audit' (see sis-attr audit --help).",
     )
-    make.add_argument("--model", required=True, metavar="MODULE:CALLABLE", help="model factory (module or .py file)")
-    make.add_argument("--weights", metavar="PATH", help="state dict to load (torch.load with weights_only=True)")
-    make.add_argument(
-        "--unsafe-load-pickle",
-        action="store_true",
-        help="allow --weights files that need arbitrary unpickling (runs code from the file: trusted files only)",
-    )
-    make.add_argument(
-        "--data", required=True, metavar="PATH", help="cifar-10-batches-py directory, image folder or .npz"
-    )
-    make.add_argument("--split", choices=("test", "train"), default="test", help="CIFAR-10 split (default: test)")
-    make.add_argument("--images-key", default="X", help=".npz array of images (default: %(default)s)")
-    make.add_argument("--labels-key", default="y", help=".npz array of labels (default: %(default)s)")
-    make.add_argument("--grayscale", action="store_true", help="read image folders as one-channel images")
-    make.add_argument("--limit", type=_positive_int, metavar="N", help="sample from the first N images only")
+    _add_input_options(make, limit_help="sample from the first N images only")
     make.add_argument("--out", default="sis-attr-study", help="folder of the participant page (default: %(default)s)")
     make.add_argument("--key", metavar="PATH", help="key file (default: OUT-key.json beside the folder)")
     make.add_argument(
@@ -87,28 +70,8 @@ def add_study_parser(sub: Any) -> None:
     make.add_argument(
         "--threshold", type=_probability, default=0.99, help="minimum model confidence (default: %(default)s)"
     )
-    make.add_argument(
-        "--method",
-        choices=("exact", "gradient"),
-        default="gradient",
-        help="backward selection method (default: gradient, with the automatic schedule k=auto)",
-    )
-    make.add_argument("--k", type=_k_value, default=None, help="gradient method: features removed per step")
-    make.add_argument("--shortlist", type=_positive_int, help="gradient method: exact choice among the best M")
-    make.add_argument(
-        "--superpixel", type=_positive_int, metavar="N", help="group NxN pixels into one feature (cheaper)"
-    )
-    make.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel normalisation mean")
-    make.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel normalisation std")
-    make.add_argument(
-        "--mask-space",
-        choices=("normalized", "pixel"),
-        default="normalized",
-        help="where --baseline applies when --mean/--std are given (default: %(default)s)",
-    )
-    make.add_argument(
-        "--baseline", type=float, default=0.0, help="what the model sees in hidden pixels (default: %(default)s)"
-    )
+    _add_selection_options(make)
+    _add_normalisation_options(make, baseline_help="what the model sees in hidden pixels (default: %(default)s)")
     make.add_argument("--batch-size", type=_positive_int, default=256, help="masked images per forward pass")
     make.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda (default: cpu)")
     make.add_argument("--title", default="Which class is it?", help="title of the page (default: %(default)r)")
@@ -132,43 +95,6 @@ def add_study_parser(sub: Any) -> None:
     )
 
 
-def _model_and_baselines(args: argparse.Namespace, images: Tensor) -> tuple[nn.Module, float | Tensor]:
-    """The model of ``--model``/``--weights`` (in eval mode, normalised with ``--mean``/``--std``) and baselines.
-
-    The same rules as ``sis-attr audit``: with ``--mask-space normalized`` the baseline applies after the
-    normalisation, so it is mapped back into the ``[0, 1]`` image space the model receives.
-    """
-    from sis_attr.models import NormalizedModel
-
-    if (args.mean is None) != (args.std is None):
-        raise CLIError("--mean and --std go together: give both (one value per channel) or neither.")
-    model = load_model(args.model)
-    if args.weights is not None:
-        if args.unsafe_load_pickle:
-            print(
-                f"warning: loading {args.weights} with --unsafe-load-pickle: it may run arbitrary code.",
-                file=sys.stderr,
-            )
-        load_weights(model, args.weights, unsafe_load_pickle=args.unsafe_load_pickle)
-    model.eval()  # the command line built this model; library functions never change a user's model mode
-    baselines: float | Tensor = float(args.baseline)
-    if args.mean is not None:
-        channels = int(images.shape[1])
-        if len(args.mean) != channels or len(args.std) != channels:
-            raise CLIError(
-                f"--mean and --std need one value per channel: the images have {channels} channel(s); got "
-                f"{len(args.mean)} mean and {len(args.std)} std values."
-            )
-        if any(s <= 0 for s in args.std):
-            raise CLIError(f"--std values must be positive. Got {args.std}.")
-        model = NormalizedModel(model, args.mean, args.std).eval()
-        if args.mask_space == "normalized":
-            mean = torch.tensor(args.mean, dtype=images.dtype).view(1, -1, 1, 1)
-            std = torch.tensor(args.std, dtype=images.dtype).view(1, -1, 1, 1)
-            baselines = mean + args.baseline * std
-    return model, baselines
-
-
 def _run_make(args: argparse.Namespace) -> int:
     from sis_attr.overinterpretation import block_feature_mask
     from sis_attr.overinterpretation.study import make_study
@@ -176,17 +102,7 @@ def _run_make(args: argparse.Namespace) -> int:
     device = _resolve_device(args.device)
     if args.method == "exact" and (args.k is not None or args.shortlist is not None):
         raise CLIError("--k and --shortlist apply to --method gradient only.")
-    images, labels, names = load_data(
-        args.data,
-        split=args.split,
-        limit=args.limit,
-        images_key=args.images_key,
-        labels_key=args.labels_key,
-        grayscale=args.grayscale,
-        seed=args.seed,
-    )
-    if images.shape[0] == 0:
-        raise CLIError(f"--data: {args.data!r} holds no image.")
+    images, labels, names = _images_of(args)
     model, baselines = _model_and_baselines(args, images)
     feature_mask: Any = "pixel"
     if args.superpixel is not None:

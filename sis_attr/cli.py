@@ -550,6 +550,59 @@ def _probability(text: str) -> float:
     return value
 
 
+def _add_input_options(parser: argparse.ArgumentParser, *, limit_help: str) -> None:
+    """The model and data options shared by ``sis-attr audit`` and ``sis-attr study make``."""
+    parser.add_argument("--model", required=True, metavar="MODULE:CALLABLE", help="model factory (module or .py file)")
+    parser.add_argument("--weights", metavar="PATH", help="state dict to load (torch.load with weights_only=True)")
+    parser.add_argument(
+        "--unsafe-load-pickle",
+        action="store_true",
+        help="allow --weights files that need arbitrary unpickling (runs code from the file: trusted files only)",
+    )
+    parser.add_argument(
+        "--data", required=True, metavar="PATH", help="cifar-10-batches-py directory, image folder or .npz"
+    )
+    parser.add_argument("--split", choices=("test", "train"), default="test", help="CIFAR-10 split (default: test)")
+    parser.add_argument("--images-key", default="X", help=".npz array of images (default: %(default)s)")
+    parser.add_argument("--labels-key", default="y", help=".npz array of labels (default: %(default)s)")
+    parser.add_argument("--grayscale", action="store_true", help="read image folders as one-channel images")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help=limit_help)
+
+
+def _add_selection_options(parser: argparse.ArgumentParser) -> None:
+    """The backward-selection options shared by ``sis-attr audit`` and ``sis-attr study make``."""
+    parser.add_argument(
+        "--method",
+        choices=("exact", "gradient"),
+        default="gradient",
+        help="backward selection method (default: gradient, with the automatic schedule k=auto)",
+    )
+    parser.add_argument(
+        "--superpixel", type=_positive_int, metavar="N", help="group NxN pixels into one feature (cheaper SIS)"
+    )
+    parser.add_argument(
+        "--k",
+        type=_k_value,
+        default=None,
+        help="gradient method: 'auto' (the default: the automatic schedule), features removed per step (an "
+        "integer, or a fraction of the remaining such as 0.2) or 'adaptive'",
+    )
+    parser.add_argument("--shortlist", type=_positive_int, help="gradient method: exact choice among the best M")
+
+
+def _add_normalisation_options(parser: argparse.ArgumentParser, *, baseline_help: str) -> None:
+    """``--mean``, ``--std``, ``--mask-space`` and ``--baseline``, shared by ``sis-attr audit`` and ``study make``."""
+    parser.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel normalisation mean")
+    parser.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel normalisation std")
+    parser.add_argument(
+        "--mask-space",
+        choices=("normalized", "pixel"),
+        default="normalized",
+        help="where --baseline applies when --mean/--std are given (default: %(default)s)",
+    )
+    parser.add_argument("--baseline", type=float, default=0.0, help=baseline_help)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sis-attr``."""
     from sis_attr import __version__
@@ -595,49 +648,11 @@ def _build_parser() -> argparse.ArgumentParser:
             "in [0, 1] image space (0: black)."
         ),
     )
-    aud.add_argument("--model", required=True, metavar="MODULE:CALLABLE", help="model factory (module or .py file)")
-    aud.add_argument("--weights", metavar="PATH", help="state dict to load (torch.load with weights_only=True)")
-    aud.add_argument(
-        "--unsafe-load-pickle",
-        action="store_true",
-        help="allow --weights files that need arbitrary unpickling (runs code from the file: trusted files only)",
-    )
-    aud.add_argument(
-        "--data", required=True, metavar="PATH", help="cifar-10-batches-py directory, image folder or .npz"
-    )
-    aud.add_argument("--split", choices=("test", "train"), default="test", help="CIFAR-10 split (default: test)")
-    aud.add_argument("--images-key", default="X", help=".npz array of images (default: %(default)s)")
-    aud.add_argument("--labels-key", default="y", help=".npz array of labels (default: %(default)s)")
-    aud.add_argument("--grayscale", action="store_true", help="read image folders as one-channel images")
-    aud.add_argument("--limit", type=_positive_int, metavar="N", help="audit at most N images")
-    aud.add_argument(
-        "--method",
-        choices=("exact", "gradient"),
-        default="gradient",
-        help="backward selection method (default: gradient, with the automatic schedule k=auto)",
-    )
+    _add_input_options(aud, limit_help="audit at most N images")
     aud.add_argument("--threshold", type=_probability, default=0.99, help="SIS threshold (default: %(default)s)")
     aud.add_argument("--fraction", type=_probability, default=0.05, help="subset fraction (default: %(default)s)")
-    aud.add_argument(
-        "--superpixel", type=_positive_int, metavar="N", help="group NxN pixels into one feature (cheaper SIS)"
-    )
-    aud.add_argument(
-        "--k",
-        type=_k_value,
-        default=None,
-        help="gradient method: 'auto' (the default: the automatic schedule), features removed per step (an "
-        "integer, or a fraction of the remaining such as 0.2) or 'adaptive'",
-    )
-    aud.add_argument("--shortlist", type=_positive_int, help="gradient method: exact choice among the best M")
-    aud.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel normalisation mean")
-    aud.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel normalisation std")
-    aud.add_argument(
-        "--mask-space",
-        choices=("normalized", "pixel"),
-        default="normalized",
-        help="where --baseline applies when --mean/--std are given (default: %(default)s)",
-    )
-    aud.add_argument("--baseline", type=float, default=0.0, help="value of removed pixels (default: %(default)s)")
+    _add_selection_options(aud)
+    _add_normalisation_options(aud, baseline_help="value of removed pixels (default: %(default)s)")
     aud.add_argument("--batch-size", type=_positive_int, default=256, help="masked images per forward pass")
     aud.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     aud.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
@@ -736,8 +751,60 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_audit(args: argparse.Namespace) -> int:
+def _images_of(args: argparse.Namespace) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+    """The images, labels and class names of ``--data`` (``--split``, ``--limit``, ...); none is an error."""
+    images, labels, names = load_data(
+        args.data,
+        split=args.split,
+        limit=args.limit,
+        images_key=args.images_key,
+        labels_key=args.labels_key,
+        grayscale=args.grayscale,
+        seed=args.seed,
+    )
+    if images.shape[0] == 0:
+        raise CLIError(f"--data: {args.data!r} holds no image.")
+    return images, labels, names
+
+
+def _model_and_baselines(args: argparse.Namespace, images: Tensor) -> tuple[nn.Module, float | Tensor]:
+    """The model of ``--model``/``--weights`` (in eval mode, normalised with ``--mean``/``--std``) and baselines.
+
+    Shared by ``sis-attr audit`` and ``sis-attr study make``: with ``--mask-space normalized`` the baseline
+    applies after the normalisation, so it is mapped back into the ``[0, 1]`` image space the model receives.
+    """
     from sis_attr.models import NormalizedModel
+
+    if (args.mean is None) != (args.std is None):
+        raise CLIError("--mean and --std go together: give both (one value per channel) or neither.")
+    model = load_model(args.model)
+    if args.weights is not None:
+        if args.unsafe_load_pickle:
+            print(
+                f"warning: loading {args.weights} with --unsafe-load-pickle: it may run arbitrary code.",
+                file=sys.stderr,
+            )
+        load_weights(model, args.weights, unsafe_load_pickle=args.unsafe_load_pickle)
+    model.eval()  # the command line built this model; library functions never change a user's model mode
+    baselines: float | Tensor = float(args.baseline)
+    if args.mean is not None:
+        channels = int(images.shape[1])
+        if len(args.mean) != channels or len(args.std) != channels:
+            raise CLIError(
+                f"--mean and --std need one value per channel: the images have {channels} channel(s); got "
+                f"{len(args.mean)} mean and {len(args.std)} std values."
+            )
+        if any(s <= 0 for s in args.std):
+            raise CLIError(f"--std values must be positive. Got {args.std}.")
+        model = NormalizedModel(model, args.mean, args.std).eval()
+        if args.mask_space == "normalized":
+            mean = torch.tensor(args.mean, dtype=images.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(args.std, dtype=images.dtype).view(1, -1, 1, 1)
+            baselines = mean + args.baseline * std
+    return model, baselines
+
+
+def _run_audit(args: argparse.Namespace) -> int:
     from sis_attr.overinterpretation import audit, block_feature_mask
     from sis_attr.overinterpretation.report import check_output_directory
 
@@ -752,42 +819,8 @@ def _run_audit(args: argparse.Namespace) -> int:
         raise CLIError("--ray-address applies to --backend ray only.")
     checkpoint = Path(args.checkpoint) if args.checkpoint is not None else out / "checkpoint"
 
-    model = load_model(args.model)
-    if args.weights is not None:
-        if args.unsafe_load_pickle:
-            print(
-                f"warning: loading {args.weights} with --unsafe-load-pickle: it may run arbitrary code.",
-                file=sys.stderr,
-            )
-        load_weights(model, args.weights, unsafe_load_pickle=args.unsafe_load_pickle)
-    model.eval()  # the command line built this model; library functions never change a user's model mode
-
-    images, labels, names = load_data(
-        args.data,
-        split=args.split,
-        limit=args.limit,
-        images_key=args.images_key,
-        labels_key=args.labels_key,
-        grayscale=args.grayscale,
-        seed=args.seed,
-    )
-    if images.shape[0] == 0:
-        raise CLIError(f"--data: {args.data!r} holds no image.")
-    channels = int(images.shape[1])
-    baselines: float | Tensor = float(args.baseline)
-    if args.mean is not None:
-        if len(args.mean) != channels or len(args.std) != channels:
-            raise CLIError(
-                f"--mean and --std need one value per channel: the images have {channels} channel(s); got "
-                f"{len(args.mean)} mean and {len(args.std)} std values."
-            )
-        if any(s <= 0 for s in args.std):
-            raise CLIError(f"--std values must be positive. Got {args.std}.")
-        model = NormalizedModel(model, args.mean, args.std).eval()
-        if args.mask_space == "normalized":
-            mean = torch.tensor(args.mean, dtype=images.dtype).view(1, -1, 1, 1)
-            std = torch.tensor(args.std, dtype=images.dtype).view(1, -1, 1, 1)
-            baselines = mean + args.baseline * std  # in [0, 1] space: `baseline` after normalisation
+    images, labels, names = _images_of(args)
+    model, baselines = _model_and_baselines(args, images)
     model = model.to(device)
 
     feature_mask: Any = "pixel"
