@@ -528,7 +528,7 @@ def audit(
     >>> for line in report.summary().splitlines()[1:4]:  # doctest: +NORMALIZE_WHITESPACE
     ...     print(line)
       images                        6 of 1x4x4, 16 pixels
-      method                        exact backward selection, baseline 0
+      method                        gradient backward selection (k=auto), baseline 0
       accuracy (full images)        100.0%
     >>> report.verdict()["level"]  # what the numbers mean, with the paper's reference values and caveats
     'no sign'

@@ -989,7 +989,7 @@ def backward_selection(
     >>> import torch
     >>> from sis_attr.testing import SumGridClassifier
     >>> image = torch.tensor([[[[1.0, 2.0], [0.5, -1.0]]]])
-    >>> sel = backward_selection(SumGridClassifier(), image, show_progress=False)
+    >>> sel = backward_selection(SumGridClassifier(), image, method="exact", show_progress=False)
     >>> sel.method, sel.n_features, sel.targets.tolist(), round(sel.confidences.item(), 3)  # sigmoid(2.5)
     ('exact', 4, [1], 0.924)
     >>> sel.records[0].order.tolist()  # the negative pixel goes first, the largest last
