@@ -90,6 +90,7 @@ def add_study_parser(sub: Any) -> None:
     score.add_argument("key", help="the key file written by 'sis-attr study make'")
     score.add_argument("answers", nargs="+", help="answer files, or folders holding them")
     score.add_argument("--out", metavar="DIR", help="also write the summary page, score.json and the figure to DIR")
+    score.add_argument("--overwrite", action="store_true", help="replace files in --out that sis-attr did not write")
     score.add_argument(
         "--skip-invalid", action="store_true", help="skip (with a warning) answer files that cannot be scored"
     )
@@ -146,7 +147,7 @@ def _run_score(args: argparse.Namespace) -> int:
     score = score_study(key, list(args.answers), skip_invalid=args.skip_invalid)
     print(score.summary())
     if args.out is not None:
-        print(f"\nSummary: {score.save(args.out)}")
+        print(f"\nSummary: {score.save(args.out, overwrite=args.overwrite)}")
     return 0
 
 

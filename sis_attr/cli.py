@@ -744,6 +744,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         show_progress=not args.no_progress,
         log=log,
+        overwrite=args.overwrite,
     )
     print(result.summary())
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items())
@@ -871,7 +872,7 @@ def _run_audit(args: argparse.Namespace) -> int:
             **({"features": f"{args.superpixel}x{args.superpixel} superpixels"} if args.superpixel else {}),
         },
     )
-    index = report.save(out)
+    index = report.save(out, overwrite=args.overwrite)
     print(report.summary())
     print(f"\nReport: {index}")
     return 0

@@ -258,6 +258,7 @@ def run_demo(
     fraction: float = 0.05,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Train a clean and a shortcut digits CNN, audit both, and write the reports side by side.
 
@@ -279,6 +280,9 @@ def run_demo(
         Progress bars for training and backward selection.
     log : callable, optional
         Receives one line per step (for instance ``print``).
+    overwrite : bool, default False
+        Replace report files in ``out`` that sis_attr did not write (see
+        :func:`~sis_attr.overinterpretation.save_comparison`).
 
     Returns
     -------
@@ -388,6 +392,7 @@ def run_demo(
             {"clean CNN": reports["clean"], "shortcut CNN": reports["shortcut"]},
             out,
             title="sis-attr demo: a planted shortcut exposed by sufficient input subsets",
+            overwrite=overwrite,
             description=(
                 "Two small CNNs trained on scikit-learn's 8x8 handwritten digits. The shortcut CNN was trained on a "
                 "copy where one border pixel's position encodes the label (the left column for 0-7, the right "

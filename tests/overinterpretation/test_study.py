@@ -371,6 +371,21 @@ def test_invalid_arguments(
         make_study(model, (images, labels), **options)
 
 
+def test_a_page_sis_attr_did_not_write_is_replaced_only_with_overwrite(
+    tmp_path: Path, data: tuple[Tensor, Tensor, Tensor]
+) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "index.html").write_text("my home page")
+    with pytest.raises(SISValueError, match=r"will not replace .*index\.html.*pass overwrite=True"):
+        build(tmp_path, data, name="site")
+    assert (folder / "index.html").read_text() == "my home page"
+    assert not (tmp_path / "site-key.json").exists()  # refused before anything was computed or written
+    study = build(tmp_path, data, name="site", overwrite=True)
+    assert study.page.read_text(encoding="utf-8") != "my home page"
+    build(tmp_path, data, name="site", overwrite=True)  # its own page (and key) again: replaced
+
+
 def test_data_must_hold_labels(tmp_path: Path, data: tuple[Tensor, Tensor, Tensor]) -> None:
     with pytest.raises(SISTypeError, match="true labels"):
         make_study(RowZeroVote(), data[0], out=tmp_path / "s")

@@ -436,18 +436,22 @@ class AuditReport:
             }
         )
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the report (``report.json``, ``selection.pt``, ``figures/*.png``, ``index.html``).
 
         The files are written to a hidden staging directory and moved into ``directory`` at the end, with
         ``index.html`` last: an ``index.html`` in ``directory`` always belongs to a complete report. An existing
-        report in ``directory`` is replaced; other files there are left alone. Saving only draws and writes
-        what the report holds: it runs no model and computes no analysis again.
+        report in ``directory`` is replaced; other files there are left alone, and files of the same names that
+        sis_attr did not write (your own ``index.html``) are an error unless ``overwrite``. Saving only draws and
+        writes what the report holds: it runs no model and computes no analysis again.
 
         Parameters
         ----------
         directory : str or os.PathLike
             Created (with its parents) if needed.
+        overwrite : bool, default False
+            Replace ``index.html``, ``report.json`` or ``selection.pt`` in ``directory`` even when sis_attr did
+            not write them.
 
         Returns
         -------
@@ -457,11 +461,16 @@ class AuditReport:
         Raises
         ------
         ReportWriteError
-            If ``directory`` cannot be created or written (also an :class:`OSError`).
+            If ``directory`` cannot be created or written (also an :class:`OSError`), or holds files of the
+            report's names that sis_attr did not write (without ``overwrite``).
         """
         from sis_attr.overinterpretation.report._writer import write_report
 
-        return write_report(self, directory, caller="AuditReport.save")
+        if not isinstance(overwrite, bool):
+            raise SISTypeError(
+                f"The `overwrite` parameter of AuditReport.save must be True or False. Got {overwrite!r}."
+            )
+        return write_report(self, directory, caller="AuditReport.save", overwrite=overwrite)
 
 
 _WARNING_NOTE = re.compile(r"^[A-Z][A-Za-z0-9_]*Warning: ")

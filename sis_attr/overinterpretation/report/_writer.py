@@ -116,13 +116,17 @@ def _owned(path: Path) -> bool:
 
 
 @contextmanager
-def staged_directory(directory: str | os.PathLike[str], caller: str) -> Iterator[Path]:
+def staged_directory(
+    directory: str | os.PathLike[str], caller: str, *, overwrite: bool = False, mark: bool = True
+) -> Iterator[Path]:
     """Yield an empty staging directory; on success move its contents into ``directory`` (index.html last).
 
     If ``directory`` does not exist, the staging directory is its hidden sibling and is renamed to it in one
     step. Otherwise its contents are moved in one by one: the old ``index.html`` is removed first and the new
     one moved last, so a partly replaced report never has an ``index.html``. Sub-directories are only replaced
-    when they were written by this module. On any error the staging directory is removed.
+    when they were written by this module, and files only in a directory it wrote (its :data:`MARKER` file,
+    which the directory gets unless ``mark`` is False) or with ``overwrite``: a user's own ``index.html`` is
+    never replaced by accident. On any error the staging directory is removed.
     """
     target = check_output_directory(directory, caller)
     try:
@@ -135,17 +139,29 @@ def staged_directory(directory: str | os.PathLike[str], caller: str) -> Iterator
         raise ReportWriteError(f"{caller} cannot create the report directory {str(target)!r}: {err}") from err
     try:
         yield staging
-        _commit(staging, target, caller)
+        if mark:
+            (staging / MARKER).touch()
+        _commit(staging, target, caller, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _commit(staging: Path, target: Path, caller: str) -> None:
+def _commit(staging: Path, target: Path, caller: str, overwrite: bool) -> None:
     try:
         if not target.exists():
             staging.rename(target)
             return
+        if not overwrite and not _owned(target):
+            clashes = sorted(
+                e.name for e in staging.iterdir() if not e.is_dir() and e.name != MARKER and (target / e.name).exists()
+            )
+            if clashes:
+                raise ReportWriteError(
+                    f"{caller} will not replace {', '.join(clashes)} in {str(target)!r}: the directory was not "
+                    f"written by sis_attr (it has no {MARKER} file). Pass overwrite=True (--overwrite on the "
+                    "command line) to replace them, or choose another directory."
+                )
         for entry in staging.iterdir():
             dest = target / entry.name
             if entry.is_dir() and dest.exists() and not _owned(dest):
@@ -203,13 +219,15 @@ def _write_report_files(report: AuditReport, staging: Path, back: Mapping[str, s
     (staging / "index.html").write_text(_html.report_page(report, written, back), encoding="utf-8")
 
 
-def write_report(report: AuditReport, directory: str | os.PathLike[str], *, caller: str) -> Path:
+def write_report(
+    report: AuditReport, directory: str | os.PathLike[str], *, caller: str, overwrite: bool = False
+) -> Path:
     """Write ``report`` to ``directory`` (the work of :meth:`AuditReport.save`), naming ``caller`` in errors."""
     if not isinstance(report, AuditReport):
         raise SISTypeError(
             f"The `report` parameter of {caller} must be an AuditReport. Got {type(report).__name__} instead."
         )
-    with staged_directory(directory, caller) as staging:
+    with staged_directory(directory, caller, overwrite=overwrite) as staging:
         _write_report_files(report, staging)
     return Path(directory) / "index.html"
 
@@ -230,6 +248,7 @@ def save_comparison(
     *,
     title: str = "Overinterpretation audit",
     description: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write several audit reports side by side: one page comparing them, and each full report.
 
@@ -252,6 +271,9 @@ def save_comparison(
         Page title.
     description : str, optional
         A paragraph shown under the title (escaped).
+    overwrite : bool, default False
+        Replace files of an existing ``directory`` that sis_attr did not write (by default that is an error;
+        an earlier report or comparison there is always replaced).
 
     Returns
     -------
@@ -261,7 +283,8 @@ def save_comparison(
     Raises
     ------
     ReportWriteError
-        If ``directory`` cannot be created or written.
+        If ``directory`` cannot be created or written, or holds files of the same names that sis_attr did not
+        write (without ``overwrite``).
     SISTypeError
         If ``reports`` is not a non-empty dict of names to reports, or ``title``/``description`` not strings.
     """
@@ -271,7 +294,9 @@ def save_comparison(
         raise SISTypeError(f"The `title` and `description` parameters of {caller} must be strings.")
     taken: set[str] = set()
     slugs = {name: _slug(name, taken) for name in reports}
-    with staged_directory(directory, caller) as staging:
+    if not isinstance(overwrite, bool):
+        raise SISTypeError(f"The `overwrite` parameter of {caller} must be True or False. Got {overwrite!r}.")
+    with staged_directory(directory, caller, overwrite=overwrite) as staging:
         for name, report in reports.items():
             sub = staging / slugs[name]
             sub.mkdir()

@@ -53,6 +53,8 @@ ANSWERS_FORMAT = "sis-attr-study-answers"
 FORMAT_VERSION = 1
 """Version of the key and answer file layouts."""
 PAGE_NAME = "index.html"
+#: in every participant page (the prefix of its local-storage key): how a rerun recognises its own page
+_PAGE_SIGNATURE = b'"sis-attr-study:"'
 """The one file of a study folder."""
 
 
@@ -421,7 +423,22 @@ def _format_paths(out: object, key: object, overwrite: bool, caller: str) -> tup
             "scored. Choose another `out`/`key`, or pass overwrite=True."
         )
     check_output_directory(key_path.parent, caller)
+    page = folder / PAGE_NAME
+    if page.exists() and not overwrite and not _is_study_page(page):
+        raise SISValueError(
+            f"{caller} will not replace {str(page)!r}: it is not a study page sis_attr wrote. Choose another `out`, "
+            "or pass overwrite=True."
+        )
     return folder, key_path
+
+
+def _is_study_page(path: Path) -> bool:
+    """Whether ``path`` is a participant page written by :func:`make_study` (it stores answers under its key)."""
+    try:
+        with path.open("rb") as f:
+            return _PAGE_SIGNATURE in f.read(1 << 20)
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -552,7 +569,8 @@ def make_study(
     seed : int, default 0
         Seeds the choice of images and the order within each batch (item ids are random regardless).
     overwrite : bool, default False
-        Replace an existing key file (answers to the old study can then no longer be scored).
+        Replace an existing key file (answers to the old study can then no longer be scored), and an
+        ``index.html`` in ``out`` that sis_attr did not write.
     show_progress : bool, default True
         Show a progress bar during backward selection.
 
@@ -755,7 +773,8 @@ def make_study(
     existed = key_path.exists()
     _write_json_atomic(key_path, study.to_dict(), caller)
     try:
-        with staged_directory(folder, caller) as staging:
+        # the folder holds the page alone (no marker file): _format_paths checked any page it replaces
+        with staged_directory(folder, caller, overwrite=True, mark=False) as staging:
             (staging / PAGE_NAME).write_text(page, encoding="utf-8")
     except BaseException:
         if not existed:

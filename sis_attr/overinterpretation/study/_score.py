@@ -186,11 +186,15 @@ class StudyScore:
         ax.legend(loc="lower right", fontsize="small")
         return ax
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``score.json``, ``human_accuracy.png`` and an ``index.html`` summary; return the page's path."""
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``score.json``, ``human_accuracy.png`` and an ``index.html`` summary; return the page's path.
+
+        Files of these names in an existing ``directory`` that sis_attr did not write are replaced only with
+        ``overwrite`` (otherwise :class:`~sis_attr.exceptions.ReportWriteError`).
+        """
         from sis_attr.overinterpretation.report._figures import new_figure
 
-        with staged_directory(directory, "StudyScore.save") as staging:
+        with staged_directory(directory, "StudyScore.save", overwrite=overwrite) as staging:
             fig = new_figure(5.5, 4.0)
             self.plot(fig.add_subplot(1, 1, 1))
             fig.tight_layout()

@@ -134,6 +134,29 @@ def test_foreign_directory_is_never_replaced(report: AuditReport, tmp_path: Path
     assert no_staging_left(out)
 
 
+def test_a_users_own_index_is_replaced_only_with_overwrite(
+    report: AuditReport, other: AuditReport, tmp_path: Path
+) -> None:
+    """A folder sis_attr did not write keeps its index.html and report.json unless the caller says overwrite."""
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("my home page")
+    (out / "report.json").write_text("{}")
+    with pytest.raises(ReportWriteError, match=r"will not replace index\.html, report\.json in .*overwrite=True"):
+        report.save(out)
+    with pytest.raises(ReportWriteError, match=r"will not replace index\.html"):
+        save_comparison({"a": report, "b": other}, out)
+    assert (out / "index.html").read_text() == "my home page" and (out / "report.json").read_text() == "{}"
+    assert no_staging_left(out)
+    index = report.save(out, overwrite=True)
+    assert index.read_text(encoding="utf-8") != "my home page"
+    renamed = dataclasses.replace(report, name="second")
+    renamed.save(out)  # now sis_attr's: an earlier report is replaced without asking
+    assert json.loads((out / "report.json").read_text())["report"]["name"] == "second"
+    with pytest.raises(SISTypeError, match=r"`overwrite` parameter of AuditReport\.save must be True or False"):
+        report.save(out, overwrite="yes")  # type: ignore[arg-type]
+
+
 def test_failure_while_writing_leaves_nothing_that_looks_complete(
     report: AuditReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
