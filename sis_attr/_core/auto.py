@@ -83,10 +83,9 @@ class AutoBackSelect:
         self._force_screen = torch.zeros(n, dtype=torch.bool, device=device)
         # the largest next block of any kind: half a block that backtracking took back (one step only)
         self._next_max = torch.full((n,), problem.max_features + 1, dtype=torch.long, device=device)
-        # the gradient and scores measured before the last block: a block taken back restores that state, so
-        # its step goes on with them instead of measuring them again
+        # the gradient measured before the last block: a block taken back restores that state (its score is
+        # still recorded in state.values), so its step goes on with it instead of measuring it again
         self._prev_grad: Tensor | None = None
-        self._prev_value = torch.full((n,), float("nan"), dtype=torch.float64, device=device)
         end = self.options.endgame
         bs = problem.batch_size
         with progress_bar(int(state.remaining.sum()), desc, show_progress, unit="feature") as bar:
@@ -168,7 +167,7 @@ class AutoBackSelect:
                 steer = torch.where(overshot, self._last_value[chunk], steer)
                 self._undo(state, back)
                 keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
-                v = torch.where(overshot, self._prev_value[chunk].to(v.dtype), v)
+                v = torch.where(overshot, state.values[chunk, step_c].to(v.dtype), v)
                 if self._prev_grad is None:  # pragma: no cover - a block was removed, so a gradient was kept
                     raise RuntimeError("no gradient kept for the block taken back")
                 g = torch.where(overshot.unsqueeze(1), self._prev_grad[chunk].to(g.dtype), g)
@@ -214,7 +213,6 @@ class AutoBackSelect:
             if self._prev_grad is None:
                 self._prev_grad = torch.zeros(state.keep.shape, dtype=g.dtype, device=g.device)
             self._prev_grad[chunk] = g
-            self._prev_value[chunk] = v.double()
         self._last_block[chunk] = block
         self._last_value[chunk] = steer
         self._last_screened[chunk] = screening
