@@ -53,9 +53,9 @@ ANSWERS_FORMAT = "sis-attr-study-answers"
 FORMAT_VERSION = 1
 """Version of the key and answer file layouts."""
 PAGE_NAME = "index.html"
-#: in every participant page (the prefix of its local-storage key): how a rerun recognises its own page
-_PAGE_SIGNATURE = b'"sis-attr-study:"'
 """The one file of a study folder."""
+_PAGE_SIGNATURE = b'"sis-attr-study:"'
+"""In every participant page (the prefix of its local-storage key): how a rerun recognises its own page."""
 
 
 def fraction_label(fraction: float) -> str:
