@@ -466,10 +466,6 @@ class AuditReport:
         """
         from sis_attr.overinterpretation.report._writer import write_report
 
-        if not isinstance(overwrite, bool):
-            raise SISTypeError(
-                f"The `overwrite` parameter of AuditReport.save must be True or False. Got {overwrite!r}."
-            )
         return write_report(self, directory, caller="AuditReport.save", overwrite=overwrite)
 
 

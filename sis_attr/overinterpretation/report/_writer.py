@@ -126,8 +126,11 @@ def staged_directory(
     one moved last, so a partly replaced report never has an ``index.html``. Sub-directories are only replaced
     when they were written by this module, and files only in a directory it wrote (its :data:`MARKER` file,
     which the directory gets unless ``mark`` is False) or with ``overwrite``: a user's own ``index.html`` is
-    never replaced by accident. On any error the staging directory is removed.
+    never replaced by accident. On any error the staging directory is removed. ``overwrite`` is the caller's
+    public parameter: anything but True or False is a :class:`SISTypeError` naming ``caller``.
     """
+    if not isinstance(overwrite, bool):
+        raise SISTypeError(f"The `overwrite` parameter of {caller} must be True or False. Got {overwrite!r}.")
     target = check_output_directory(directory, caller)
     try:
         if target.exists():
@@ -294,8 +297,6 @@ def save_comparison(
         raise SISTypeError(f"The `title` and `description` parameters of {caller} must be strings.")
     taken: set[str] = set()
     slugs = {name: _slug(name, taken) for name in reports}
-    if not isinstance(overwrite, bool):
-        raise SISTypeError(f"The `overwrite` parameter of {caller} must be True or False. Got {overwrite!r}.")
     with staged_directory(directory, caller, overwrite=overwrite) as staging:
         for name, report in reports.items():
             sub = staging / slugs[name]
