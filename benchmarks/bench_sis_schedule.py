@@ -131,18 +131,12 @@ def schedules(d: int) -> list[tuple[str, dict[str, Any]]]:
     """The settings compared: the automatic schedule's default and variants, and the older settings."""
     out: list[tuple[str, dict[str, Any]]] = [
         ("auto (default)", {"k": "auto"}),
-        ("auto guard=0", {"k": AutoK(guard=0.0)}),
-        ("auto guard=0.5", {"k": AutoK(guard=0.5)}),
-        ("auto guard=0.6", {"k": AutoK(guard=0.6)}),
-        ("auto backtrack=True", {"k": AutoK(backtrack=True)}),
-        ("auto endgame=16", {"k": AutoK(endgame=16)}),
-        ("auto endgame=48", {"k": AutoK(endgame=48)}),
-        ("auto screen_at=64", {"k": AutoK(screen_at=64)}),
-        ("auto screen_at=256", {"k": AutoK(screen_at=256)}),
+        ("auto shortlist=16", {"k": AutoK(shortlist=16)}),
+        ("auto shortlist=64", {"k": AutoK(shortlist=64)}),
+        ("auto prune=False", {"k": AutoK(prune=False)}),
+        ("auto fraction=0.05", {"k": AutoK(fraction=0.05)}),
         ("auto fraction=0.2", {"k": AutoK(fraction=0.2)}),
-        ("auto screen_fraction=0.2", {"k": AutoK(screen_fraction=0.2)}),
-        ("auto margin=0", {"k": AutoK(margin=0.0)}),
-        ("auto shortlist=8", {"k": AutoK(shortlist=8)}),
+        ("auto max_forward=16", {"k": AutoK(max_forward=16)}),
         ("gradient k=16 (paper)", {"k": 16}),
         ("gradient k=0.05", {"k": 0.05}),
         ("screened k=0.05 M=16", {"k": 0.05, "shortlist": 16}),
@@ -248,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "test_indices": [r["test_index"] for r in refs],
         "batch_size": args.batch_size if args.batch_size is not None else "measured (batch_size=None)",
         "floor_batch_size": floor_bs,
-        "steering": "k=auto steers by the float64 non-saturating log-probability (scoring.target_log_prob)",
+        "auto": "k=auto: the SIS by gradient-screened forward selection (pruned), the rest ranked by gradient blocks",
         "schedules": rows,
         "environment": _environment(),
         "command": "python benchmarks/bench_sis_schedule.py " + " ".join(sys.argv[1:]),
@@ -435,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=None, help="default: measured (batch_size=None)")
     p.add_argument("--only", nargs="*", default=None, help="run only these schedules (by name)")
-    p.add_argument("--auto", nargs="*", default=None, help="extra AutoK settings, e.g. 'fraction=0.05, endgame=24'")
+    p.add_argument("--auto", nargs="*", default=None, help="extra AutoK settings, e.g. 'shortlist=48, prune=False'")
     p.add_argument("--tag", default="")
     p.add_argument("--inception", action="store_true", help="the ImageNet-scale case instead")
     p.add_argument("--device", default="cpu")

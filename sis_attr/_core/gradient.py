@@ -274,10 +274,13 @@ def screen(
     rem_c: Tensor,
     shortlist: int,
     keys: Tensor | None = None,
+    *,
+    add: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Evaluate the first ``shortlist`` single removals of ``ranked`` exactly; return them best first and their
-    exact scores in that order (ties: the lowest feature id, or the lowest tie priority in ``keys``, the rows'
-    ``(n, D)`` priorities; entries past an example's remaining features score ``-inf``)."""
+    """Evaluate the first ``shortlist`` single removals of ``ranked`` exactly (single additions to ``keep_c``
+    with ``add``); return them best first and their exact scores in that order (ties: the lowest feature id, or
+    the lowest tie priority in ``keys``, the rows' ``(n, D)`` priorities; entries past an example's ``rem_c``
+    candidates score ``-inf``)."""
     device = keep_c.device
     m = min(shortlist, int(ranked.shape[1]))
     cand = ranked[:, :m]
@@ -288,7 +291,7 @@ def screen(
     for i in range(0, int(ex.shape[0]), bs):  # keep-masks built per forward pass: memory bounded by bs
         e, sl = ex[i : i + bs], slot[i : i + bs]
         cand_keep = keep_c[e].clone()
-        cand_keep[torch.arange(e.shape[0], device=device), cand[e, sl]] = False
+        cand_keep[torch.arange(e.shape[0], device=device), cand[e, sl]] = add
         exact[e, sl] = problem.evaluate(rows[e], cand_keep)
     # ties: the lowest feature id, as exact BackSelect, or the lowest tie priority
     tie = cand if keys is None else keys.gather(1, cand)

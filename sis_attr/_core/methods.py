@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from sis_attr._core.auto import AutoBackSelect
+from sis_attr._core.auto import AutoSelect
 from sis_attr._core.exact import exact_backselect
 from sis_attr._core.feature_masks import default_feature_mask
 from sis_attr._core.gradient import GradientBackSelect
@@ -167,8 +167,7 @@ class GradientMethod(_Method):
     def rows_per_pass(self, problem: SISProblem) -> int:
         n = problem.batch
         if isinstance(self.k, AutoK):
-            e = min(self.k.endgame, problem.max_features)
-            return max(n * self.k.shortlist, n * e * (e + 1) // 2, n)
+            return n * max(self.k.shortlist, 1)
         return n * (self.shortlist or 1)
 
     def probes_gradient(self) -> bool:
@@ -177,7 +176,7 @@ class GradientMethod(_Method):
     @property
     def description(self) -> str:  # type: ignore[override]
         if isinstance(self.k, AutoK):
-            return "Automatic BackSelect"
+            return "Automatic SIS"
         if self.shortlist is None:
             return "Batched Gradient BackSelect"
         return f"Gradient-screened BackSelect (M={self.shortlist})"
@@ -185,7 +184,7 @@ class GradientMethod(_Method):
     def schedule(self, problem: SISProblem, threshold: float | None) -> Schedule:
         """The block schedule; an adaptive ``k`` steers by its own threshold, else by ``threshold``."""
         if isinstance(self.k, AutoK):
-            raise TypeError("AutoK has no block schedule: GradientMethod.engine runs AutoBackSelect")
+            raise TypeError("AutoK has no block schedule: GradientMethod.engine runs AutoSelect")
         if not isinstance(self.k, AdaptiveK):
             return self.k
         caller = problem.caller
@@ -207,7 +206,7 @@ class GradientMethod(_Method):
             if threshold is None and log_space:
                 threshold = AUTO_STEERING_THRESHOLD
             t = None if threshold is None else threshold_to_space(threshold, log_space)
-            return AutoBackSelect(self.k, t, log_space, tie_seed=self.tie_seed)
+            return AutoSelect(self.k, t, tie_seed=self.tie_seed)
         return GradientBackSelect(self.schedule(problem, threshold), shortlist=self.shortlist, tie_seed=self.tie_seed)
 
     def find_fn(self) -> FindFn:

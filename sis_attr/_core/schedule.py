@@ -56,59 +56,45 @@ class AdaptiveK:
 class AutoK:
     """Options of the automatic schedule, ``k="auto"`` (the defaults are what ``"auto"`` means).
 
+    The SIS is built up from the fully masked input by gradient-screened forward selection and then pruned; the
+    other features are ranked by gradient backward selection with the SIS held in place, and removed before it
+    (:mod:`~sis_attr._core.auto`).
+
     Parameters
     ----------
-    fraction : float, default 0.05
-        Gradient phase: each gradient step removes this fraction of the remaining features (at least one).
-    screen_at : int, default 96
-        Screening starts once at most this many features remain.
-    shortlist : int, default 16
-        Screening: the gradient proposes this many single removals, which are evaluated exactly.
-    screen_fraction : float, default 0.1
-        Screening: each step removes this fraction of the remaining features (at least one, at most
-        ``shortlist``), the best of the shortlist by their exact scores.
-    endgame : int, default 24
-        The last ``endgame`` features are ordered by exact BackSelect (``endgame (endgame + 1) / 2``
-        evaluations). With at most ``endgame`` features the whole selection is exact.
-    margin : float, default 2.0
-        Screening also starts while the score is above the threshold by less than this margin (in log-odds for
-        the default softmax score, in the score's own units otherwise), and near it each screened block keeps
-        the summed exact drops of its removals within half the margin. Near the threshold a gradient block still
-        goes unscreened when its first-order prediction (the summed gradients) keeps the score within half the
-        margin and it holds at least ``shortlist`` features, so inputs with many features that start close to
-        the threshold stay logarithmic in their number of features. The threshold is the call's SIS threshold;
-        calls without one (rank maps, backward selection alone) steer by 0.99 with the default score and by
-        the counts alone with a custom ``score_func``. For the default score the schedule steers by a float64
-        log-probability that does not saturate for confident images
-        (:func:`~sis_attr._core.scoring.target_log_prob`); selection still compares the recorded scores.
-    guard : float, default 0.75
-        While the score is above the threshold, an unscreened gradient block may use at most this fraction of
-        the margin to the threshold (in log-odds for the default softmax score). A block that used more is
-        taken back, the next step is screened exactly and later gradient blocks are halved, growing back by
-        doubling once they behave. This catches the gradient's misjudgements on confident images (``0`` turns
-        it off). ``benchmarks/results/sis_schedule_*_cpu.json`` compares the settings on real CIFAR-10 images.
-    backtrack : bool, default False
-        When a block of several features takes the score from above the threshold to below it, put the block
-        back and go on with blocks half its size. Beside the default guard it did not help on the CIFAR-10
-        benchmark images (``benchmarks/results/sis_schedule_*_cpu.json``).
+    shortlist : int, default 32
+        Forward selection: per step the gradient proposes this many single additions, which are evaluated
+        exactly; the best is added.
+    fraction : float, default 0.1
+        Ranking: each gradient step removes this fraction of the features outside the SIS that remain (at least
+        one).
+    prune : bool, default True
+        After forward selection, leave out one feature of the subset at a time (the best of all, each tried
+        exactly) while the rest still reaches the threshold.
+    max_forward : int, default 64
+        Screened forward steps per example. Past them forward selection adds unscreened gradient blocks of a
+        quarter of the features added so far, so inputs whose SIS is large stay cheap; FindSIS then refines
+        inside the last block.
+
+    Notes
+    -----
+    Forward selection steers by the SIS threshold, or by the whole input's score where that is lower. Calls
+    without a threshold (rank maps, backward selection alone) steer by 0.99 with the default score and by the
+    whole input's score with a custom ``score_func``. ``benchmarks/results/sis_schedule_*_cpu.json`` compares
+    the settings with exact BackSelect on real CIFAR-10 images.
 
     Examples
     --------
-    >>> AutoK()  # doctest: +NORMALIZE_WHITESPACE
-    AutoK(fraction=0.05, screen_at=96, shortlist=16, screen_fraction=0.1, endgame=24, margin=2.0, guard=0.75,
-          backtrack=False)
-    >>> AutoK(endgame=48).endgame  # more exact work at the end: SIS closer to exact BackSelect's, at a higher cost
-    48
+    >>> AutoK()
+    AutoK(shortlist=32, fraction=0.1, prune=True, max_forward=64)
+    >>> AutoK(shortlist=64).shortlist  # a longer shortlist: smaller SIS, at a higher cost
+    64
     """
 
-    fraction: float = 0.05
-    screen_at: int = 96
-    shortlist: int = 16
-    screen_fraction: float = 0.1
-    endgame: int = 24
-    margin: float = 2.0
-    guard: float = 0.75
-    backtrack: bool = False
+    shortlist: int = 32
+    fraction: float = 0.1
+    prune: bool = True
+    max_forward: int = 64
 
     def describe(self) -> str:
         return "k=auto"
@@ -116,32 +102,17 @@ class AutoK:
 
 def format_auto(a: AutoK, shortlist: int | None) -> AutoK:
     """Check an :class:`AutoK`'s fields (it is a plain dataclass); a door's ``shortlist`` replaces its own."""
-
-    def fraction(name: str) -> None:
-        v = getattr(a, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
-            raise SISValueError(f"AutoK.{name} must be a fraction in (0, 1). Got {v!r} instead.")
-
-    def count(name: str, low: int) -> None:
+    f = a.fraction
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
+        raise SISValueError(f"AutoK.fraction must be a fraction in (0, 1). Got {f!r} instead.")
+    if not isinstance(a.prune, bool):
+        raise SISTypeError(f"AutoK.prune must be a bool. Got {type(a.prune).__name__} instead.")
+    for name, low in (("shortlist", 1), ("max_forward", 0)):
         v = getattr(a, name)
         if isinstance(v, bool) or not isinstance(v, int):
             raise SISTypeError(f"AutoK.{name} must be an integer. Got {type(v).__name__} instead.")
         if v < low:
             raise SISValueError(f"AutoK.{name} must be at least {low}. Got {v!r} instead.")
-
-    fraction("fraction")
-    fraction("screen_fraction")
-    if not isinstance(a.backtrack, bool):
-        raise SISTypeError(f"AutoK.backtrack must be a bool. Got {type(a.backtrack).__name__} instead.")
-    count("screen_at", 0)
-    count("shortlist", 1)
-    count("endgame", 0)
-    g = a.guard
-    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0.0 <= g <= 1.0:
-        raise SISValueError(f"AutoK.guard must be a number in [0, 1] (0: off). Got {g!r} instead.")
-    m = a.margin
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or not (m >= 0.0 and math.isfinite(m)):
-        raise SISValueError(f"AutoK.margin must be a finite number >= 0. Got {m!r} instead.")
     return a if shortlist is None else replace(a, shortlist=shortlist)
 
 

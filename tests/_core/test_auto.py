@@ -1,8 +1,9 @@
-"""The automatic schedule (``k="auto"``): validity, the exact oracle, invariances and a real-data size bound."""
+"""The automatic schedule (``k="auto"``): validity, the forward-greedy oracle, invariances and a real-data bound."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from sis_attr import AutoK, BatchedGradientSIS
 from sis_attr.exceptions import SISTypeError, SISValueError
-from sis_attr.functional import batched_gradient_sis, sufficient_input_subsets
+from sis_attr.functional import batched_gradient_sis, gradient_backselect
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCES = ROOT / "benchmarks" / "results" / "exact_references" / "superpixels"
@@ -49,50 +50,127 @@ def _scores_alone(net: torch.nn.Module, x: torch.Tensor, keep: torch.Tensor, tar
     return p.gather(1, target[:, None])[:, 0]
 
 
+def _exact_forward_greedy(net: torch.nn.Module, x: torch.Tensor, target: int, threshold: float) -> list[int]:
+    """The oracle: add the single feature that scores best (ties: the lowest id) until the threshold is reached."""
+    d = x[0, 0].numel()
+    have = torch.zeros(d, dtype=torch.bool)
+    added: list[int] = []
+    while True:
+        cand = torch.nonzero(~have).flatten()
+        keep = have.unsqueeze(0).repeat(len(cand), 1)
+        keep[torch.arange(len(cand)), cand] = True
+        scores = _scores_alone(
+            net, x.expand(len(cand), -1, -1, -1), keep.view(-1, 1, *x.shape[2:]), torch.full((len(cand),), target)
+        )
+        j = int(torch.argmax(scores))  # the first maximum: the lowest id among ties
+        have[cand[j]] = True
+        added.append(int(cand[j]))
+        if float(scores[j]) >= threshold or bool(have.all()):
+            return added
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
     side=st.sampled_from([4, 7]),
     threshold=st.floats(0.4, 0.95),
-    endgame=st.integers(0, 12),
-    screen_at=st.integers(0, 40),
-    backtrack=st.booleans(),
-    guard=st.sampled_from([0.0, 0.3, 0.75, 1.0]),
+    shortlist=st.integers(1, 12),
+    max_forward=st.integers(0, 10),
+    prune=st.booleans(),
+    fraction=st.sampled_from([0.05, 0.3, 0.9]),
 )
 def test_every_sis_of_the_automatic_schedule_is_sufficient(
-    seed: int, side: int, threshold: float, endgame: int, screen_at: int, backtrack: bool, guard: float
+    seed: int, side: int, threshold: float, shortlist: int, max_forward: int, prune: bool, fraction: float
 ) -> None:
     net = _conv_net(seed, side)
     x = torch.randn(3, 2, side, side, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
-    k = AutoK(endgame=endgame, screen_at=screen_at, shortlist=4, backtrack=backtrack, guard=guard)
+    k = AutoK(shortlist=shortlist, max_forward=max_forward, prune=prune, fraction=fraction)
     res = batched_gradient_sis(net, x, threshold=threshold, k=k)
     target = torch.stack([torch.as_tensor(e.target) for e in res])
     alone = _scores_alone(net, x, res.keep_mask(), target)
     for i, e in enumerate(res):
-        assert e.record.order.numel() == side * side  # every feature is removed exactly once
+        assert e.record.order.numel() == side * side  # every feature is ordered exactly once
         assert sorted(e.record.order.tolist()) == list(range(side * side))
         if e.sis is not None:
             assert alone[i] >= threshold - 1e-9
 
 
-def test_with_at_most_endgame_features_the_schedule_is_exact_backselect() -> None:
+def test_every_measured_score_of_the_record_is_that_of_the_features_it_says_are_present() -> None:
+    net = _conv_net(7, 7)
+    x = torch.randn(4, 2, 7, 7, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 2
+    for k in (AutoK(), AutoK(shortlist=3, max_forward=2), AutoK(prune=False)):
+        for e in batched_gradient_sis(net, x, threshold=0.8, k=k):
+            order, values = e.record.order, e.record.values
+            measured = torch.nonzero(~torch.isnan(values)).flatten()
+            keep = torch.ones(len(measured), 49, dtype=torch.bool)
+            for row, j in enumerate(measured.tolist()):
+                keep[row, order[:j]] = False
+            xs = x[e.example : e.example + 1].expand(len(measured), -1, -1, -1)
+            alone = _scores_alone(net, xs, keep.view(-1, 1, 7, 7), torch.full((len(measured),), e.target))
+            torch.testing.assert_close(values[measured].exp(), alone, rtol=1e-9, atol=1e-12)
+
+
+def test_with_a_full_shortlist_and_no_pruning_the_sis_is_exact_forward_selection() -> None:
     net = _conv_net(3, 4)
     x = torch.randn(4, 2, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
-    auto = batched_gradient_sis(net, x, threshold=0.6, k=AutoK(endgame=16))
-    exact = sufficient_input_subsets(net, x, threshold=0.6, feature_mask=torch.arange(16).reshape(1, 1, 4, 4))
-    for a, b in zip(auto, exact, strict=True):
-        assert a.record.order.tolist() == b.record.order.tolist()
-        assert a.size == b.size
+    res = batched_gradient_sis(net, x, threshold=0.6, k=AutoK(shortlist=16, prune=False))
+    for i, e in enumerate(res):
+        if e.sis is None:
+            continue
+        assert e.sis.tolist() == _exact_forward_greedy(net, x[i : i + 1], e.target, 0.6)
+
+
+class _TableModel(torch.nn.Module):
+    """Two classes; the probability of class 0 for each set of present features (inputs of ones, 0 = masked),
+    extended multilinearly to the continuous mask so that it has a gradient."""
+
+    def __init__(self, table: dict[frozenset[int], float], d: int) -> None:
+        super().__init__()
+        self.table, self.d = table, d
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.flatten(1)
+        p = torch.zeros(z.shape[0], dtype=z.dtype)
+        for present in range(2**self.d):
+            s = frozenset(j for j in range(self.d) if present >> j & 1)
+            weight = torch.ones_like(p)
+            for j in range(self.d):
+                weight = weight * (z[:, j] if j in s else 1 - z[:, j])
+            p = p + weight * self.table.get(s, 0.1)
+        return torch.stack([torch.log(p / (1 - p)), torch.zeros_like(p)], dim=1)
+
+
+def test_pruning_drops_a_feature_that_forward_selection_needed_first() -> None:
+    """A (0) alone scores 0.6, B (1) and C (2) together 0.95 but 0.3 alone: greedy forward selection adds A, B,
+    C; without A the other two still reach 0.9, without either of them not."""
+    table = {frozenset({0}): 0.6, frozenset({1}): 0.3, frozenset({2}): 0.3}
+    table |= {frozenset({0, 1}): 0.85, frozenset({0, 2}): 0.85, frozenset({1, 2}): 0.95, frozenset({0, 1, 2}): 0.99}
+    table |= {s | {3}: p for s, p in list(table.items())}  # D (3) changes nothing
+    model = _TableModel(table, 4)
+    x = torch.ones(1, 4, dtype=torch.float64)
+    mask = torch.arange(4)[None]
+    unpruned = batched_gradient_sis(model, x, threshold=0.9, feature_mask=mask, k=AutoK(prune=False), target=0)
+    assert unpruned[0].sis.tolist() == [0, 1, 2]  # first added first  # type: ignore[union-attr]
+    pruned = batched_gradient_sis(model, x, threshold=0.9, feature_mask=mask, target=0)
+    assert sorted(pruned[0].sis.tolist()) == [1, 2]  # type: ignore[union-attr]
+    values = pruned[0].record.values
+    assert torch.isclose(values[2].exp(), torch.tensor(0.95, dtype=torch.float64))  # B and C alone
+    assert float(values[3].exp()) == pytest.approx(0.3)  # the one of them added first alone
 
 
 def test_the_schedule_is_deterministic_and_batch_size_invariant() -> None:
     net = _conv_net(5, 7)
     x = torch.randn(5, 2, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
-    k = AutoK(endgame=8, screen_at=24, shortlist=6, backtrack=True)
+    k = AutoK(shortlist=6, max_forward=3)
     runs = [batched_gradient_sis(net, x, threshold=0.7, k=k, batch_size=bs) for bs in (64, 64, 3, 1)]
     orders = [[e.record.order.tolist() for e in r] for r in runs]
     assert orders[0] == orders[1] == orders[2] == orders[3]
     assert [e.size for e in runs[0]] == [e.size for e in runs[2]]
+    seeded = [
+        batched_gradient_sis(net, x, threshold=0.7, k=k, batch_size=bs, generator=torch.Generator().manual_seed(4))
+        for bs in (64, 2)
+    ]
+    assert [e.record.order.tolist() for e in seeded[0]] == [e.record.order.tolist() for e in seeded[1]]
 
 
 class _CountingLinear(torch.nn.Module):
@@ -108,74 +186,51 @@ class _CountingLinear(torch.nn.Module):
         return z.flatten(1) @ self.weight.t()
 
 
-def test_a_large_input_starting_near_the_threshold_stays_logarithmic() -> None:
-    """4,000 negligible features and 96 decisive ones; the image starts 1.2 log-odds above the threshold, inside
-    the screening margin. Gradient blocks the first-order prediction calls safe still go unscreened, so the cost
-    grows with log(d), not d / shortlist (before: 19 forward-equivalents per 16 features, about 4,800)."""
+def test_an_input_whose_sis_is_large_stays_logarithmic() -> None:
+    """4,096 equal features of which 1,000 are needed: 64 screened forward steps, then blocks of a quarter of the
+    features added so far, so the cost grows with log(SIS size), not with the SIS size times the shortlist
+    (about 35,000 forward-equivalents one feature at a time)."""
     d = 4096
     weight = torch.zeros(3, d, dtype=torch.float64)
-    weight[0, :4000] = 1e-5
-    weight[0, 4000:] = 0.05
+    weight[0] = 0.01
     model = _CountingLinear(weight)
     x = torch.ones(1, d, dtype=torch.float64)
-    res = batched_gradient_sis(model, x, threshold=0.95, feature_mask=torch.arange(d)[None], batch_size=64)
-    assert model.equivalents < 1_500, model.equivalents
+    res = batched_gradient_sis(model, x, threshold=0.95, feature_mask=torch.arange(d)[None], batch_size=256)
     (e,) = res
-    assert e.sis is not None and bool((e.sis >= 4000).all())  # only decisive features in the SIS
-    assert float(_scores_alone(model, x, res.keep_mask(), torch.zeros(1, dtype=torch.long))[0]) >= 0.95
+    # log-odds of class 0 with m features: 0.01 m - log 2 >= log 19
+    needed = math.ceil(100 * (math.log(19) + math.log(2)))
+    assert e.size == needed  # refined inside the last block
+    assert model.equivalents < 6_000, model.equivalents
 
 
-def test_backtracking_a_screened_block_halves_the_next_block() -> None:
-    """The score falls off a cliff once fewer than 42 of 64 features remain. From 44 features every single removal
-    looks free, so the screened block of 4 goes and crosses the threshold: backtracking must take a smaller block
-    next (it once retook the same screened block forever)."""
-    calls = 0
+def test_a_cliff_is_found_exactly_by_screened_and_by_block_steps() -> None:
+    """The score jumps once 42 of 64 features are present: any 42 are sufficient, 41 are not."""
 
     def model(z: torch.Tensor) -> torch.Tensor:
-        nonlocal calls
-        calls += 1
-        if calls > 5_000:
-            raise RuntimeError("backward selection does not terminate")
         kept = z.flatten(1).sum(dim=1, keepdim=True)  # inputs of ones: the number of features kept
         lead = 10.0 * torch.tanh(5.0 * (kept - 41.5))
         return torch.cat([lead, torch.zeros_like(lead), torch.zeros_like(lead)], dim=1)
 
     x = torch.ones(1, 64, dtype=torch.float64)
-    k = AutoK(backtrack=True, endgame=4)
-    res = batched_gradient_sis(model, x, threshold=0.95, k=k, feature_mask=torch.arange(64)[None], batch_size=64)
-    assert res[0].size == 42  # the cliff: any 42 features are sufficient, 41 are not
+    for k in (AutoK(), AutoK(max_forward=8)):
+        res = batched_gradient_sis(model, x, threshold=0.95, k=k, feature_mask=torch.arange(64)[None], batch_size=64)
+        assert res[0].size == 42
 
 
-def test_a_block_taken_back_is_not_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the guard takes a block back, the step goes on with the gradient measured before that block: no
-    gradient pass returns to the state measured two passes earlier (A, B, A), which cost one wasted pass per
-    take-back before."""
-    import sis_attr._core.auto as auto_module
+def test_without_a_threshold_a_custom_score_steers_by_the_whole_input() -> None:
+    net = _conv_net(5, 7)
+    x = torch.randn(2, 2, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
 
-    undone = 0
-    undo = auto_module.AutoBackSelect._undo
+    def logit(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return out.gather(1, target[:, None])[:, 0]
 
-    def counting_undo(self: auto_module.AutoBackSelect, state: object, back: torch.Tensor) -> None:
-        nonlocal undone
-        undone += int(back.numel())
-        undo(self, state, back)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(auto_module.AutoBackSelect, "_undo", counting_undo)
-    net = _conv_net(1, 7)
-    x = torch.randn(4, 2, 7, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)[:1] * 2
-    states: list[tuple[float, ...]] = []
-
-    def model(z: torch.Tensor) -> torch.Tensor:
-        if z.requires_grad:  # one image: every gradient pass has one row, its state
-            states.append(tuple(z.detach().flatten().tolist()))
-        return net(z)
-
-    k = AutoK(guard=0.3, endgame=4, screen_at=8, shortlist=4)
-    res = batched_gradient_sis(model, x, threshold=0.8, k=k, batch_size=8)
-    assert undone == 1  # the guard acted
-    assert all(states[i] != states[i - 2] for i in range(2, len(states)))
-    alone = _scores_alone(net, x, res.keep_mask(), torch.as_tensor([res[0].target]))
-    assert float(alone[0]) >= 0.8
+    records = gradient_backselect(net, x, score_func=logit, k="auto")
+    for r in records:
+        assert sorted(r.order.tolist()) == list(range(49))
+        assert not bool(torch.isnan(r.values[0])) and not bool(torch.isnan(r.values[-1]))
+        # the subset forward selection found heads the ranking and scores at least as much as the whole input
+        j = int(torch.nonzero(r.values >= r.values[0] - 1e-12).flatten()[-1])
+        assert j > 0
 
 
 def test_auto_is_the_default_and_shortlist_sets_its_screening() -> None:
@@ -193,11 +248,9 @@ def test_auto_is_the_default_and_shortlist_sets_its_screening() -> None:
     ("k", "match"),
     [
         (AutoK(fraction=0.0), "AutoK.fraction must be a fraction in"),
-        (AutoK(screen_fraction=1.5), "AutoK.screen_fraction must be a fraction in"),
+        (AutoK(fraction=1.5), "AutoK.fraction must be a fraction in"),
         (AutoK(shortlist=0), "AutoK.shortlist must be at least 1"),
-        (AutoK(endgame=-1), "AutoK.endgame must be at least 0"),
-        (AutoK(margin=float("nan")), "AutoK.margin must be a finite number"),
-        (AutoK(guard=1.5), r"AutoK.guard must be a number in \[0, 1\]"),
+        (AutoK(max_forward=-1), "AutoK.max_forward must be at least 0"),
         ("automatic", "'auto', 'adaptive'"),
     ],
 )
@@ -206,11 +259,16 @@ def test_bad_schedules_say_what_was_expected(k: object, match: str) -> None:
         batched_gradient_sis(_conv_net(0, 4), torch.randn(1, 2, 4, 4, dtype=torch.float64), threshold=0.5, k=k)
 
 
-def test_a_non_integer_endgame_is_a_type_error() -> None:
-    with pytest.raises(SISTypeError, match=r"AutoK\.endgame must be an integer"):
-        batched_gradient_sis(
-            _conv_net(0, 4), torch.randn(1, 2, 4, 4, dtype=torch.float64), threshold=0.5, k=AutoK(endgame=2.5)
-        )  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("k", "match"),
+    [
+        (AutoK(max_forward=2.5), r"AutoK\.max_forward must be an integer"),  # type: ignore[arg-type]
+        (AutoK(prune=1), r"AutoK\.prune must be a bool"),  # type: ignore[arg-type]
+    ],
+)
+def test_wrongly_typed_options_are_type_errors(k: AutoK, match: str) -> None:
+    with pytest.raises(SISTypeError, match=match):
+        batched_gradient_sis(_conv_net(0, 4), torch.randn(1, 2, 4, 4, dtype=torch.float64), threshold=0.5, k=k)
 
 
 # ------------------------------------------------------------------------------------------------ real data
