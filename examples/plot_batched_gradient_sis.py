@@ -7,7 +7,8 @@ Exact backward selection tries every remaining feature at every step: ``d (d + 1
 S5) scale SIS to ImageNet with **Batched Gradient SIS**: the gradient of the score with respect to a feature
 mask ranks the remaining features, and a block of ``k`` is removed per forward+backward pass, ``ceil(d / k)``
 gradient steps in all. ``sis_attr`` adds a **gradient-screened exact** hybrid (``shortlist=M``): the gradient
-proposes ``M`` candidates per step and they are evaluated exactly.
+proposes ``M`` candidates per step and they are evaluated exactly; and the **automatic schedule**
+(``k="auto"``, the default), which builds the SIS up from the masked image with screened additions instead.
 
 This example runs each method (:class:`~sis_attr.SufficientInputSubsets` and
 :class:`~sis_attr.BatchedGradientSIS`, both Captum attribution methods) on two real CIFAR-10 test images with
@@ -108,6 +109,7 @@ methods = {
     f"gradient k=1, {block}x{block} superpixels": dict(kind="gradient", feature_mask=blocks, k=1),
     "gradient k=8, pixels": dict(kind="gradient", feature_mask=pixels, k=8),
     "screened k=5% M=16, pixels": dict(kind="gradient", feature_mask=pixels, k=0.05, shortlist=16),
+    "auto (default), pixels": dict(kind="gradient", feature_mask=pixels, k="auto"),
 }
 if height * width <= 256:  # exact selection over the pixels is affordable only for small images
     methods["exact, pixels"] = dict(kind="exact", feature_mask=pixels)
@@ -146,8 +148,9 @@ print(f"{'exact, pixels (not run)':<34} would need d (d + 1) / 2 = {d * (d + 1) 
 # gradient order costs one forward+backward pass per block but is only a stand-in for it, and its SIS can be
 # larger. Screening the gradient's best candidates exactly at the level of single pixels finds SIS far
 # smaller than any method restricted to superpixels can, for a small fraction of the 524,800 forward rows of
-# exact selection over pixels. (``benchmarks/bench_gradient_sis.py`` measures these trade-offs on many
-# images.)
+# exact selection over pixels; the automatic schedule screens additions to a nearly empty image instead of
+# removals from a full one, and needs fewer evaluations for SIS as small. (``benchmarks/bench_gradient_sis.py``
+# and ``benchmarks/bench_sis_schedule.py`` measure these trade-offs on many images.)
 names = list(runs)
 fig, (ax_size, ax_cost) = plt.subplots(1, 2, figsize=(11, 4.2))
 ypos = torch.arange(len(names)).float()
@@ -196,7 +199,8 @@ fig.tight_layout()
 # %%
 # Costs in general: exact ``d (d + 1) / 2`` evaluations; batched gradient ``ceil(d / k)`` forward+backward
 # passes per image (plus at most ``k - 1`` forward rows to refine the SIS inside the last block); the screened
-# hybrid adds ``M`` forward rows per step. All of them pack the rows of every image of a call into forward
+# hybrid adds ``M`` forward rows per step; the automatic schedule costs a gradient pass and ``shortlist`` (32)
+# forward rows per SIS feature, plus about 40 gradient passes to rank the rest of 1,024 pixels. All of them pack the rows of every image of a call into forward
 # passes of ``batch_size``, so explaining many images at once keeps a GPU busy (see :doc:`/howto`).
 
 # sphinx_gallery_thumbnail_number = 2

@@ -275,16 +275,19 @@ def gradient_backselect(
     feature_mask : None, Tensor or tuple of Tensor, optional
         Integer group ids (Captum convention). Default: one feature per *pixel* for 4-D ``(B, C, H, W)`` inputs
         (all channels together, as in the paper) and one per element for other ranks.
-    k : int, float, "adaptive" or AdaptiveK, default 1
-        Features removed per iteration: an integer; a fraction in (0, 1) of the remaining features (at least
-        one; scikit-learn's ``RFE(step=...)`` takes a fraction of the total instead); or an adaptive schedule,
-        which here needs ``AdaptiveK(threshold=...)``. With ``shortlist`` a block never exceeds ``M``.
+    k : int, float, "auto", "adaptive", AutoK or AdaptiveK, default "auto"
+        ``"auto"`` (:class:`~sis_attr.AutoK`): the subset forward selection finds for 0.99 (for the default score;
+        with a custom ``score_func``, the subset that scores as much as the whole input) is ranked last, the other
+        features by gradient blocks before it. Otherwise features removed per iteration: an integer; a fraction
+        in (0, 1) of the remaining features (at least one; scikit-learn's ``RFE(step=...)`` takes a fraction of
+        the total instead); or an adaptive schedule, which here needs ``AdaptiveK(threshold=...)``. With
+        ``shortlist`` a block never exceeds ``M``.
     shortlist : int, optional
         ``M`` for gradient-screened exact selection (``k <= M``); None (default) is the paper's pure gradient
         method.
     batch_size : int, optional
-        Rows per forward(/backward) pass (default 64): images per gradient pass and masked inputs per exact
-        evaluation. Bounds peak memory.
+        Rows per forward(/backward) pass: images per gradient pass and masked inputs per exact evaluation. Bounds
+        peak memory. None (default): the fastest size, measured on the first call (cached).
     perturbations_per_eval : int, optional
         Captum-style alternative to ``batch_size``: ``batch_size = perturbations_per_eval * len(inputs)``.
     generator : torch.Generator, optional

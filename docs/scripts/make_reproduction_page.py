@@ -965,7 +965,7 @@ def render(results_dir: Path = RESULTS) -> str:
         "published; we use the pretrained CIFAR-10 ResNet20/32/44/56 of akamaster/pytorch_resnet_cifar10 "
         "(ResNet20 is the architecture the paper shares with us).",
         "* **Backward selection.** The paper's exact BackSelect costs 524,800 forward passes per 32x32 image; "
-        "on a CPU we use the gradient-screened automatic schedule (``method='gradient'``, ``k='auto'``, "
+        "on a CPU we use the automatic gradient schedule (``method='gradient'``, ``k='auto'``, "
         "ties to the lowest feature id as in the paper). Its measured SIS-size ratio to exact BackSelect: "
         f"{ratio} (source: {ratio_source})." + _reference_ratio(table1.get(20)),
         "* **Compute.** These runs shared two CPU cores with other work, one torch thread each, so the deeper "

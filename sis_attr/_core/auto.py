@@ -158,7 +158,7 @@ class AutoSelect:
         returns the number of features added."""
         a = self.options
         rows, have_c, count_c = examples[chunk], fwd.have[chunk], fwd.count[chunk]
-        v, g, _ = score_and_grad(problem, rows, have_c)
+        v, g = score_and_grad(problem, rows, have_c)
         fwd.values[chunk, count_c] = v
         free = pool[chunk] & ~have_c
         left = free.sum(dim=1)
@@ -253,7 +253,7 @@ class AutoSelect:
         """One gradient step of backward selection over the features outside the subset (``fixed``) for
         ``chunk``; returns the number of features removed."""
         rows, keep_c, rem_c, step_c = examples[chunk], state.keep[chunk], state.remaining[chunk], state.step[chunk]
-        v, g, _ = score_and_grad(problem, rows, keep_c)
+        v, g = score_and_grad(problem, rows, keep_c)
         state.values[chunk, step_c] = v
         block = torch.clamp(torch.floor(rem_c.double() * self.options.fraction).long(), min=1)
         block = torch.minimum(block, rem_c)

@@ -29,7 +29,6 @@ from torch import Tensor
 from sis_attr._core.batching import is_out_of_memory, release_cached_memory, split_rows
 from sis_attr._core.problem import SISProblem
 from sis_attr._core.schedule import Schedule
-from sis_attr._core.scoring import target_log_prob
 from sis_attr._core.ties import tie_keys
 from sis_attr._progress import progress_bar
 from sis_attr.exceptions import SISValueError
@@ -37,10 +36,8 @@ from sis_attr.exceptions import SISValueError
 _BIG = torch.iinfo(torch.long).max
 
 
-def score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact scores (float64) at ``keep``, their gradient w.r.t. the removal mask, ``(n, D)``, and the scores to
-    steer by: for the default softmax score the non-saturating log-probability
-    (:func:`~sis_attr._core.scoring.target_log_prob`), else the scores again.
+def score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact scores (float64) at ``keep`` and their gradient w.r.t. the removal mask, ``(n, D)``.
 
     Only the mask requires grad: the model's parameters never accumulate gradients and their
     ``requires_grad`` flags are left alone. An out-of-memory error (in the forward or the backward pass) splits
@@ -49,7 +46,7 @@ def score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Ten
     n = int(rows.shape[0])
     if problem.max_rows is not None and n > problem.max_rows:
         parts = [score_and_grad(problem, rows[sl], keep[sl]) for sl in split_rows(n, problem.max_rows)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     try:
         return _score_and_grad(problem, rows, keep)
     except Exception as err:
@@ -61,7 +58,7 @@ def score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Ten
         return score_and_grad(problem, rows, keep)
 
 
-def _score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     dtype = problem.flat_x.dtype
     with torch.enable_grad():
         m = (~keep).to(dtype).requires_grad_(True)
@@ -74,7 +71,6 @@ def _score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Te
                 "computation inside forward?). Use SufficientInputSubsets for non-differentiable models."
             )
         (grad,) = torch.autograd.grad(scores.sum(), m, allow_unused=True)
-    steer = target_log_prob(out.detach(), problem.target[rows]) if problem.scorer.log_space else scores.detach()
     if grad is None:  # the score does not depend on the input at all
         grad = torch.zeros_like(m)
     if not torch.isfinite(grad).all():
@@ -82,7 +78,7 @@ def _score_and_grad(problem: SISProblem, rows: Tensor, keep: Tensor) -> tuple[Te
             f"The gradient of the score of {problem.caller} with respect to the feature mask has NaN or inf "
             "entries. Check the model's numerical range (or pass a score_func with finite gradients)."
         )
-    return scores.detach(), grad.detach(), steer
+    return scores.detach(), grad.detach()
 
 
 def rank_order(values: Tensor, valid: Tensor, keys: Tensor | None = None) -> Tensor:
@@ -250,7 +246,7 @@ class GradientBackSelect:
         number of features removed."""
         rows = examples[chunk]
         keep_c, rem_c, step_c = state.keep[chunk], state.remaining[chunk], state.step[chunk]
-        v, g, _ = score_and_grad(problem, rows, keep_c)
+        v, g = score_and_grad(problem, rows, keep_c)
         state.values[chunk, step_c] = v
         ranked = top_ranked(g, keep_c, self._need(int(rem_c.max()), int(g.shape[1])), keys)
         past_end = torch.arange(ranked.shape[1], device=ranked.device).unsqueeze(0) >= rem_c.unsqueeze(1)

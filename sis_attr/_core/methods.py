@@ -53,8 +53,8 @@ DEFAULT_K = "auto"
 """The gradient method's schedule unless the user says otherwise: :class:`~sis_attr._core.schedule.AutoK`."""
 
 AUTO_STEERING_THRESHOLD = 0.99
-"""The threshold ``k="auto"`` steers by when a call has none (rank maps, backward selection alone): the paper's.
-It only shapes the order near that confidence; the SIS at any threshold still come from the record."""
+"""The threshold ``k="auto"`` selects forward to when a call has none (rank maps, backward selection alone): the
+paper's. It only shapes the order near that confidence; the SIS at any threshold still come from the record."""
 
 OutputKind = Literal["rank", "keep_mask"]
 

@@ -65,7 +65,7 @@ class AutoK:
     shortlist : int, default 32
         Forward selection: per step the gradient proposes this many single additions, which are evaluated
         exactly; the best is added.
-    fraction : float, default 0.1
+    fraction : float, default 0.2
         Ranking: each gradient step removes this fraction of the features outside the SIS that remain (at least
         one).
     prune : bool, default True
@@ -86,13 +86,13 @@ class AutoK:
     Examples
     --------
     >>> AutoK()
-    AutoK(shortlist=32, fraction=0.1, prune=True, max_forward=64)
+    AutoK(shortlist=32, fraction=0.2, prune=True, max_forward=64)
     >>> AutoK(shortlist=64).shortlist  # a longer shortlist: smaller SIS, at a higher cost
     64
     """
 
     shortlist: int = 32
-    fraction: float = 0.1
+    fraction: float = 0.2
     prune: bool = True
     max_forward: int = 64
 

@@ -30,8 +30,8 @@ def target_log_prob(logits: Tensor, target: Tensor) -> Tensor:
 
     Computed as ``-softplus(logsumexp_{j != t}(z_j - z_t))`` on the logits in float64. The float32 log-softmax of
     the :class:`Scorer` rounds to exactly 0 once the target's logit leads by about 17; this keeps changing up to a
-    lead of about 700. The automatic schedule steers by it (how far a confident image is above the threshold);
-    selection compares the :class:`Scorer`'s values, whose ties do not depend on how rows were batched.
+    lead of about 700 (``benchmarks/bench_gradient_ranking.py`` measures log-odds changes with it); selection
+    compares the :class:`Scorer`'s values, whose ties do not depend on how rows were batched.
 
     Examples
     --------

@@ -402,15 +402,15 @@ def audit(
         one block of images at a time, so memory follows the shard, not the data set (a dataset holding
         ``images`` and ``labels`` tensors without a ``transform`` is used as those tensors).
     method : {"exact", "gradient"}, default "gradient"
-        ``"gradient"``: batched-gradient backward selection with ``k`` (by default the automatic schedule,
-        ``k="auto"``: about 900 forward-equivalents and 0.7 s per 32x32 CIFAR-10 image for a ResNet20 on one
-        CPU core). ``"exact"``: the paper's exact BackSelect, ``d (d + 1) / 2`` forward passes per image for
-        ``d`` features: 524,800 for a 32x32 image with per-pixel features (5-8 minutes per image for a
-        ResNet20 on a CPU core); group pixels with ``feature_mask`` (:func:`block_feature_mask`) to make it
-        affordable. On ResNet20 and real CIFAR-10 images the automatic schedule's SIS were 1.15x the size of
-        exact ones with 2x2-pixel features and 1.6x with single pixels (``benchmarks/bench_sis_schedule.py``);
-        the report states the measured ratio of the settings used, and the documentation's "Choosing
-        parameters" page has the frontier and run times.
+        ``"gradient"``: batched-gradient selection with ``k`` (by default the automatic schedule, ``k="auto"``:
+        about 660 forward-equivalents and 0.5 s per 32x32 CIFAR-10 image for a ResNet20 on one CPU core).
+        ``"exact"``: the paper's exact BackSelect, ``d (d + 1) / 2`` forward passes per image for ``d`` features:
+        524,800 for a 32x32 image with per-pixel features (5-8 minutes per image for a ResNet20 on a CPU core);
+        group pixels with ``feature_mask`` (:func:`block_feature_mask`) to make it affordable. On ResNet20 and
+        real CIFAR-10 images the automatic schedule's SIS were 0.74x the size of exact ones with 2x2-pixel
+        features and 0.86x with single pixels (``benchmarks/bench_sis_schedule.py``): smaller, so compare SIS
+        sizes only between runs of the same method. The report states the measured ratio of the settings used,
+        and the documentation's "Choosing parameters" page has the frontier and run times.
     threshold : float, default 0.99
         SIS confidence threshold (the paper: 0.99 on CIFAR-10).
     fraction : float, default 0.05

@@ -81,6 +81,12 @@ def test_caveats_name_the_method_baseline_features_threshold_and_sample(report: 
     text = verdict(gradient).caveats[0]
     ratio, where = ref.GRADIENT_SIZE_RATIOS[("1", "16")]
     assert "k=1, shortlist=16" in text and f"{ratio:.2f}x" in text and where in text
+    assert "conservative" in text  # larger SIS than exact's: the signs are conservative
+    auto = dataclasses.replace(report, settings={**report.settings, "method": "gradient", "k": "auto"})
+    text = verdict(auto).caveats[0]
+    ratio, where = ref.GRADIENT_SIZE_RATIOS[("auto", "None")]
+    assert ratio < 1.0 and f"{ratio:.2f}x" in text and where in text
+    assert "smaller" in text and "conservative" not in text  # smaller SIS than exact's: not conservative
     unknown = dataclasses.replace(report, settings={**report.settings, "method": "gradient", "k": 0.3})
     assert "has not been measured" in verdict(unknown).caveats[0]
     blocks = dataclasses.replace(report, settings={**report.settings, "features": "feature groups"}, threshold=0.9)
