@@ -200,7 +200,8 @@ fig.tight_layout()
 # Costs in general: exact ``d (d + 1) / 2`` evaluations; batched gradient ``ceil(d / k)`` forward+backward
 # passes per image (plus at most ``k - 1`` forward rows to refine the SIS inside the last block); the screened
 # hybrid adds ``M`` forward rows per step; the automatic schedule costs a gradient pass and ``shortlist`` (32)
-# forward rows per SIS feature, plus about 40 gradient passes to rank the rest of 1,024 pixels. All of them pack the rows of every image of a call into forward
-# passes of ``batch_size``, so explaining many images at once keeps a GPU busy (see :doc:`/howto`).
+# forward rows per SIS feature, plus about 40 gradient passes to rank the rest of 1,024 pixels. All of them
+# pack the rows of every image of a call into forward passes of ``batch_size``, so explaining many images at once
+# keeps a GPU busy (see :doc:`/howto`).
 
 # sphinx_gallery_thumbnail_number = 2
