@@ -584,10 +584,16 @@ def _add_selection_options(parser: argparse.ArgumentParser) -> None:
         "--k",
         type=_k_value,
         default=None,
-        help="gradient method: 'auto' (the default: the automatic schedule), features removed per step (an "
-        "integer, or a fraction of the remaining such as 0.2) or 'adaptive'",
+        help="gradient method: 'auto' (the default: the SIS by screened forward selection, the rest ranked by "
+        "gradient steps), features removed per step (an integer, or a fraction of the remaining such as 0.2) or "
+        "'adaptive'",
     )
-    parser.add_argument("--shortlist", type=_positive_int, help="gradient method: exact choice among the best M")
+    parser.add_argument(
+        "--shortlist",
+        type=_positive_int,
+        help="gradient method: exact choice among the gradient's best M (with --k auto: the additions screened "
+        "per forward step, default 32)",
+    )
 
 
 def _add_normalisation_options(parser: argparse.ArgumentParser, *, baseline_help: str) -> None:

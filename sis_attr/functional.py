@@ -284,7 +284,7 @@ def gradient_backselect(
         ``shortlist`` a block never exceeds ``M``.
     shortlist : int, optional
         ``M`` for gradient-screened exact selection (``k <= M``); None (default) is the paper's pure gradient
-        method.
+        method. With ``k="auto"``: the single additions screened per forward step (None: ``AutoK``'s 32).
     batch_size : int, optional
         Rows per forward(/backward) pass: images per gradient pass and masked inputs per exact evaluation. Bounds
         peak memory. None (default): the fastest size, measured on the first call (cached).

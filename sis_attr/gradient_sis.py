@@ -157,7 +157,8 @@ class BatchedGradientSIS(GradientAttribution):
             :class:`~sis_attr.AdaptiveK`).
         shortlist : int, optional
             ``M``: evaluate the gradient's ``M`` best single removals exactly and remove the best ``k`` of them
-            (``k <= M``). None: the paper's pure gradient method.
+            (``k <= M``). None: the paper's pure gradient method. With ``k="auto"``: the single additions
+            screened per forward step (None: :class:`~sis_attr.AutoK`'s 32).
         refine : bool, default True
             Refine the SIS inside the final block (minimal to one feature instead of to ``k``).
         output : {"rank", "keep_mask"}, default "rank"

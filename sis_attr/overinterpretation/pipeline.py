@@ -433,7 +433,8 @@ def audit(
         and ``"auto"`` steer by ``threshold``.
     shortlist : int, optional
         With ``method="gradient"``: choose each removal exactly among the ``shortlist`` features the gradient
-        ranks first (the gradient-screened exact hybrid).
+        ranks first (the gradient-screened exact hybrid); with ``k="auto"``, the single additions screened per
+        forward step (None: 32).
     batch_size : int, optional
         Images per forward pass (masked images during backward selection); None measures the fastest on the
         first chunk (cached per model, shape and device).

@@ -932,7 +932,8 @@ def backward_selection(
         subsets are decided; ``"adaptive"`` and ``"auto"`` steer by ``threshold``.
     shortlist : int, optional
         With ``method="gradient"``: choose each removal exactly among the ``shortlist`` features the gradient
-        ranks first (the gradient-screened exact hybrid).
+        ranks first (the gradient-screened exact hybrid); with ``k="auto"``, the single additions screened per
+        forward step (None: 32).
     threshold : float, optional
         The SIS threshold that an adaptive or automatic ``k`` steers by (``k="adaptive"`` needs it); ignored
         by the exact method.
