@@ -41,7 +41,7 @@ Options (``--help`` lists them all):
 * ``--method`` (gradient), ``--k`` (auto), ``--shortlist`` (0: none), ``--threshold`` (0.99): backward
   selection. ``k="auto"``, the automatic gradient schedule (screened forward selection of the SIS), costs about
   660 forward-equivalents per image (under a second on a CPU core for ResNet20) and finds SIS about as small as
-  exact BackSelect's (0.86 times on 16 test images); ``--method exact`` is the paper's procedure, 524,800
+  exact BackSelect's (0.74 times on 24 test images); ``--method exact`` is the paper's procedure, 524,800
   forward passes per image (a GPU job).
 * ``--thresholds`` (0.5 0.7 0.8 0.9 0.95 0.99): SIS sizes recorded from the same selection (Figure 5).
 * ``--controls``: mask-shape leakage and smoothed SIS on the 5% BS subsets and the SIS at ``--threshold``.

@@ -65,8 +65,8 @@ class BatchedGradientSIS(GradientAttribution):
     without the saturation of the softmax.
 
     Quality, measured on the pretrained CIFAR-10 ResNet20 at threshold 0.99 with the mean-colour baseline:
-    ``k="auto"`` finds SIS 0.86 times the size of exact BackSelect's on 16 test images with single-pixel features,
-    at 661 forward-equivalents per image (exact: 524,801; ``benchmarks/bench_sis_schedule.py``). With a fixed
+    ``k="auto"`` finds SIS 0.74 times the size of exact BackSelect's on 24 test images with single-pixel features,
+    at 654 forward-equivalents per image (exact: 524,801; ``benchmarks/bench_sis_schedule.py``). With a fixed
     ``k`` (``benchmarks/bench_gradient_sis.py exact``) the pure gradient order is a weak stand-in for exact
     BackSelect. Its SIS average 61 pixels (k=1) and 94 (k=16) on 24 test images, and its top-ranked 5% of
     pixels alone keep the prediction for 75% and 62% of them (random 5%: 12%). With ``shortlist=16`` the SIS

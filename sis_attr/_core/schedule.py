@@ -74,7 +74,7 @@ class AutoK:
     max_forward : int, default 64
         Screened forward steps per example. Past them forward selection adds unscreened gradient blocks of a
         quarter of the features added so far, so inputs whose SIS is large stay cheap; FindSIS then refines
-        inside the last block. Such SIS are much larger than a screened search finds (with 16 steps, 13 times
+        inside the last block. Such SIS are much larger than a screened search finds (with 16 steps, 12 times
         exact BackSelect's on CIFAR-10 pixels), so raise it where SIS of more than 64 features are expected
         (large images): each screened step costs ``shortlist + 3`` forward-equivalents.
 

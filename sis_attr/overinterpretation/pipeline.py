@@ -408,7 +408,7 @@ def audit(
         524,800 for a 32x32 image with per-pixel features (5-8 minutes per image for a ResNet20 on a CPU core);
         group pixels with ``feature_mask`` (:func:`block_feature_mask`) to make it affordable. On ResNet20 and
         real CIFAR-10 images the automatic schedule's SIS were 0.74x the size of exact ones with 2x2-pixel
-        features and 0.86x with single pixels (``benchmarks/bench_sis_schedule.py``): smaller, so compare SIS
+        features and 0.74x with single pixels (``benchmarks/bench_sis_schedule.py``): smaller, so compare SIS
         sizes only between runs of the same method. The report states the measured ratio of the settings used,
         and the documentation's "Choosing parameters" page has the frontier and run times.
     threshold : float, default 0.99
